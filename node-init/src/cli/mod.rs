@@ -1,0 +1,117 @@
+//! The command line: one file per subcommand, each with its args struct
+//! and `run()`. `main` parses, dispatches, prints the error chain once and
+//! maps errors to exit codes: a rejected config or bad usage is 2, any
+//! other failure 1.
+
+mod cert_hash;
+mod run;
+mod status;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{config::ConfigError, exit, logging};
+
+/// Bad usage that clap cannot see (an unknown stage name, a root that is
+/// not a directory): exit 2, nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(name = "node-init", version, max_term_width = 80)]
+/// First-boot provisioning for MAAS-deployed kubeadm nodes.
+///
+/// Exit codes: 0 done or passed, 1 a stage or check failed, 2 bad config or
+/// usage (nothing was changed), 3 a reboot is required and was not done.
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::Args),
+    Status(status::Args),
+    CertHash(cert_hash::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::BAD_CONFIG } else { exit::OK });
+        }
+    };
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("node-init: error: starting the runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(a) => run::run(a).await,
+            Command::Status(a) => status::run(a),
+            Command::CertHash(a) => cert_hash::run(a),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("node-init: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for a rejected config or bad usage anywhere in the chain, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<ConfigError>() || c.is::<UsageError>()) { exit::BAD_CONFIG } else { exit::FAILED }
+}
+
+/// Writes machine or user output to stdout. A closed pipe (`| head`) is
+/// not an error.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The root given with `--root`, or the running system.
+fn root_arg(dir: Option<&std::path::Path>) -> anyhow::Result<crate::root::Root> {
+    match dir {
+        None => Ok(crate::root::Root::host()),
+        Some(d) => crate::root::Root::new(d).map_err(|e| UsageError(format!("--root: {e:#}")).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_fits_80_columns() {
+        let mut cmd = Cli::command();
+        let mut texts = vec![cmd.render_long_help().to_string()];
+        for sub in cmd.get_subcommands_mut() {
+            texts.push(sub.render_long_help().to_string());
+        }
+        for line in texts.iter().flat_map(|t| t.lines()) {
+            assert!(line.chars().count() <= 80, "too wide: {line:?}");
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `node-init run`: the first-boot pipeline.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::config;
+use crate::pipeline::{self, Context, Options};
+use crate::runner::HostRunner;
+use crate::stages;
+
+#[derive(Debug, clap::Args)]
+/// Run the first-boot stages in order, resuming where a previous run
+/// stopped.
+pub struct Args {
+    /// Config file (default /etc/node-init/config.yaml, else the node_init
+    /// key of cloud-init user data).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Act on a mounted image or chroot: every path under DIR, commands
+    /// through chroot, never a reboot of the host.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Run only these stages (comma-separated or repeated).
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Leave out these stages.
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Print what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Never reboot; exit 3 when a reboot is required.
+    #[arg(long)]
+    no_reboot: bool,
+}
+
+pub async fn run(a: Args) -> Result<u8> {
+    let root = super::root_arg(a.root.as_deref())?;
+    let loaded = config::load(&root, a.config.as_deref())?;
+    tracing::info!(origin = %loaded.origin, "configuration loaded");
+    let runner = HostRunner::new((!root.is_host()).then(|| root.base().to_owned()));
+    let cx = Context::new(&root, &loaded.config, &runner, a.dry_run)?;
+    let opts = Options { only: a.only, skip: a.skip, no_reboot: a.no_reboot };
+    let code = pipeline::run(stages::TABLE, &cx, &opts).await?;
+    if a.dry_run {
+        let plan = cx.plan();
+        let text = if plan.is_empty() { "nothing would change\n".to_owned() } else { plan.join("\n") + "\n" };
+        super::print(&text)?;
+    }
+    Ok(code)
+}

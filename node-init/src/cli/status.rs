@@ -1,0 +1,94 @@
+//! `node-init status`: the state file, as a table or as JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::root::Root;
+use crate::stages;
+use crate::state::{self, State};
+
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+/// Show each stage: status, when, how long, attempts, last error.
+pub struct Args {
+    /// Read the state of a mounted image or chroot.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    output: Format,
+}
+
+pub fn run(a: Args) -> Result<u8> {
+    let root = super::root_arg(a.root.as_deref())?;
+    let st = State::load(&root)?;
+    let text = match a.output {
+        Format::Json => serde_json::to_string_pretty(&as_json(&root, &st))? + "\n",
+        Format::Table => table(&root, &st),
+    };
+    super::print(&text)?;
+    Ok(crate::exit::OK)
+}
+
+/// Stage names in pipeline order, then any recorded stage no longer in the
+/// table (from an older binary).
+fn ordered(st: &State) -> Vec<String> {
+    let mut names: Vec<String> = stages::TABLE.iter().map(|s| s.name().to_owned()).collect();
+    names.extend(st.stages.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>());
+    names
+}
+
+fn as_json(root: &Root, st: &State) -> serde_json::Value {
+    let stages: Vec<_> = ordered(st)
+        .into_iter()
+        .map(|name| match st.stages.get(&name) {
+            Some(rec) => {
+                let mut v = serde_json::to_value(rec).unwrap_or_default();
+                v["name"] = name.into();
+                v
+            }
+            None => json!({"name": name, "status": "pending", "attempts": 0}),
+        })
+        .collect();
+    json!({"done": root.exists(state::DONE_PATH), "stages": stages, "reboots": st.reboots})
+}
+
+fn table(root: &Root, st: &State) -> String {
+    let mut rows = vec![["STAGE", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "DETAIL"].map(String::from)];
+    for name in ordered(st) {
+        let row = match st.stages.get(&name) {
+            Some(r) => [
+                name,
+                r.status.as_str().to_owned(),
+                r.attempts.to_string(),
+                r.started.clone(),
+                r.duration_ms.map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                r.last_error.clone().or_else(|| r.reason.clone()).unwrap_or_default(),
+            ],
+            None => [name, "pending".into(), "0".into(), "-".into(), "-".into(), String::new()],
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in &rows {
+        for (i, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}  ", r[i]));
+        }
+        out.push_str(r[5].lines().next().unwrap_or_default());
+        out.push('\n');
+    }
+    for rb in &st.reboots {
+        out.push_str(&format!("reboot: {} from boot {} at {} ({})\n", rb.stage, rb.boot_id, rb.at, rb.reason));
+    }
+    let done = if root.exists(state::DONE_PATH) { "done" } else { "not done" };
+    out.push_str(&format!("node-init: {done}\n"));
+    out
+}

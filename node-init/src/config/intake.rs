@@ -1,0 +1,219 @@
+//! Where the configuration comes from, and the node's FQDN.
+//!
+//! In order: `--config FILE` (a host path), `/etc/node-init/config.yaml`
+//! under the root, the `node_init:` key of cloud-init's user data under the
+//! root (plain `#cloud-config`, gzip, or MIME multipart), else defaults.
+//! Reading is split from decoding so the decoders are tested on bytes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use super::{Config, ConfigError, from_value, parse, parse_yaml_value};
+use crate::root::Root;
+
+pub const CONFIG_PATH: &str = "/etc/node-init/config.yaml";
+pub const USER_DATA_PATH: &str = "/var/lib/cloud/instance/user-data.txt";
+pub const INSTANCE_DATA_PATH: &str = "/run/cloud-init/instance-data.json";
+
+/// User data larger than this after decompression is refused (a gzip bomb
+/// must not exhaust a node's memory at first boot).
+const MAX_USER_DATA: u64 = 16 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    UserData(PathBuf),
+    Defaults,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::UserData(p) => write!(f, "{} (node_init key)", p.display()),
+            Self::Defaults => f.write_str("built-in defaults"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub origin: Origin,
+}
+
+fn config_error(origin: &str, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { origin: origin.to_owned(), key: key.to_owned(), message: message.into() }
+}
+
+/// Finds, reads and validates the configuration.
+pub fn load(root: &Root, explicit: Option<&Path>) -> Result<Loaded> {
+    if let Some(path) = explicit {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| config_error(&origin, "(file)", format!("cannot read: {e}")))?;
+        return Ok(Loaded { config: parse(&text, &origin)?, origin: Origin::File(path.to_owned()) });
+    }
+    if let Some(text) = root.read_string_opt(CONFIG_PATH)? {
+        let origin = root.path(CONFIG_PATH);
+        return Ok(Loaded { config: parse(&text, &origin.display().to_string())?, origin: Origin::File(origin) });
+    }
+    if let Some(bytes) = root.read_opt(USER_DATA_PATH)? {
+        let path = root.path(USER_DATA_PATH);
+        let origin_s = format!("{} (node_init key)", path.display());
+        if let Some(config) = from_user_data(&bytes, &origin_s)? {
+            return Ok(Loaded { config, origin: Origin::UserData(path) });
+        }
+    }
+    Ok(Loaded { config: Config::default(), origin: Origin::Defaults })
+}
+
+/// The `node_init:` section of cloud-init user data, or `None` when the
+/// user data has no cloud-config part or no such key.
+pub fn from_user_data(bytes: &[u8], origin: &str) -> Result<Option<Config>, ConfigError> {
+    let Some(cloud_config) = cloud_config_text(bytes).map_err(|e| config_error(origin, "(user data)", format!("{e:#}")))?
+    else {
+        return Ok(None);
+    };
+    #[derive(Deserialize)]
+    struct UserData {
+        node_init: Option<serde_json::Value>,
+    }
+    let doc = parse_yaml_value(&cloud_config, origin)?;
+    let ud: UserData = serde_json::from_value(doc)
+        .map_err(|_| config_error(origin, "(user data)", "a #cloud-config document is a mapping"))?;
+    ud.node_init.map(|v| from_value(v, origin)).transpose()
+}
+
+/// The text of the `#cloud-config` document in user data: gunzipped if
+/// compressed, found among the parts if MIME multipart.
+fn cloud_config_text(bytes: &[u8]) -> Result<Option<String>> {
+    let bytes = gunzip_if_compressed(bytes)?;
+    let text = String::from_utf8(bytes).context("user data is not UTF-8")?;
+    if text.starts_with("#cloud-config") {
+        return Ok(Some(text));
+    }
+    if !looks_like_mime(&text) {
+        return Ok(None);
+    }
+    let mail = mailparse::parse_mail(text.as_bytes()).context("parsing MIME multipart user data")?;
+    for part in mail.parts() {
+        if !part.subparts.is_empty() {
+            continue;
+        }
+        let body = gunzip_if_compressed(&part.get_body_raw().context("decoding a MIME part")?)?;
+        let ctype = part.ctype.mimetype.to_ascii_lowercase();
+        let is_cloud_config = ctype == "text/cloud-config" || body.starts_with(b"#cloud-config");
+        if is_cloud_config {
+            return String::from_utf8(body).map(Some).context("the cloud-config part is not UTF-8");
+        }
+    }
+    Ok(None)
+}
+
+fn looks_like_mime(text: &str) -> bool {
+    let head = text.get(..text.len().min(4096)).unwrap_or(text).to_ascii_lowercase();
+    head.contains("content-type: multipart/") || head.starts_with("mime-version:")
+}
+
+fn gunzip_if_compressed(bytes: &[u8]) -> Result<Vec<u8>> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_USER_DATA + 1)
+        .read_to_end(&mut out)
+        .context("decompressing gzip user data")?;
+    anyhow::ensure!(out.len() as u64 <= MAX_USER_DATA, "user data is larger than {MAX_USER_DATA} bytes once decompressed");
+    Ok(out)
+}
+
+/// The node's FQDN: `hostname:` from the config, else MAAS's
+/// `local-hostname` from cloud-init's instance data, else the system
+/// hostname, with `dns.domain` appended when it has no dot.
+pub fn fqdn(root: &Root, config: &Config) -> Result<String> {
+    if let Some(h) = &config.hostname {
+        return Ok(qualify(h.as_str(), config));
+    }
+    if let Some(h) = local_hostname(root)? {
+        return Ok(qualify(&h, config));
+    }
+    let system = match root.read_string_opt("/proc/sys/kernel/hostname")? {
+        Some(h) if !h.trim().is_empty() => h,
+        _ => root.read_string_opt("/etc/hostname")?.unwrap_or_default(),
+    };
+    let system = system.trim();
+    anyhow::ensure!(!system.is_empty(), "no hostname: set `hostname:` in the config, or the system hostname");
+    Ok(qualify(system, config))
+}
+
+fn qualify(host: &str, config: &Config) -> String {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.contains('.') { host } else { format!("{host}.{}", config.dns.domain) }
+}
+
+/// `local-hostname` as MAAS hands it to cloud-init.
+fn local_hostname(root: &Root) -> Result<Option<String>> {
+    let Some(text) = root.read_string_opt(INSTANCE_DATA_PATH)? else { return Ok(None) };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", root.path(INSTANCE_DATA_PATH).display()))?;
+    let found = v.pointer("/v1/local_hostname").or_else(|| v.pointer("/ds/meta_data/local-hostname"));
+    Ok(found.and_then(|h| h.as_str()).map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const DOC: &str = "#cloud-config\npackages: [curl]\nruncmd:\n  - [echo, hi]\nusers:\n  - name: ubuntu\n    groups: [sudo]\nnode_init:\n  dns:\n    domain: lab\n";
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn plain_cloud_config_ignores_other_keys() {
+        let c = from_user_data(DOC.as_bytes(), "ud").unwrap().unwrap();
+        assert_eq!(c.dns.domain.as_str(), "lab");
+    }
+
+    #[test]
+    fn gzip_cloud_config() {
+        let c = from_user_data(&gz(DOC.as_bytes()), "ud").unwrap().unwrap();
+        assert_eq!(c.dns.domain.as_str(), "lab");
+    }
+
+    #[test]
+    fn mime_multipart_finds_the_cloud_config_part() {
+        let mime = format!(
+            "Content-Type: multipart/mixed; boundary=\"XX\"\nMIME-Version: 1.0\n\n--XX\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho hi\n--XX\nContent-Type: text/cloud-config\nContent-Transfer-Encoding: 7bit\n\n{DOC}\n--XX--\n"
+        );
+        let c = from_user_data(mime.as_bytes(), "ud").unwrap().unwrap();
+        assert_eq!(c.dns.domain.as_str(), "lab");
+    }
+
+    #[test]
+    fn user_data_without_the_key_is_none() {
+        assert!(from_user_data(b"#cloud-config\npackages: [curl]\n", "ud").unwrap().is_none());
+        assert!(from_user_data(b"#!/bin/sh\necho hi\n", "ud").unwrap().is_none());
+    }
+
+    #[test]
+    fn fqdn_order() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        root.write("/etc/hostname", b"node7\n", 0o644).unwrap();
+        let mut cfg = Config::default();
+        assert_eq!(fqdn(&root, &cfg).unwrap(), "node7.maas");
+        root.write(INSTANCE_DATA_PATH, br#"{"v1":{"local_hostname":"node7.lab.maas"}}"#, 0o644).unwrap();
+        assert_eq!(fqdn(&root, &cfg).unwrap(), "node7.lab.maas");
+        cfg.hostname = Some("given.maas".parse().unwrap());
+        assert_eq!(fqdn(&root, &cfg).unwrap(), "given.maas");
+    }
+}

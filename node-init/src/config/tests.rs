@@ -1,0 +1,68 @@
+//! Parsing of whole documents. The table of rejected documents, driven
+//! through the real binary, lives in the tests crate (config_rejections).
+
+use super::*;
+
+const FULL: &str = r#"
+hostname: node1.maas
+os: {patch: true, reboot: always}
+proxy:
+  http: http://user:p4ssw0rd@10.0.0.1:3128
+  https: http://user:p4ssw0rd@10.0.0.1:3128
+  no_proxy: [maas.company.com, 10.10.0.0/16, .corp]
+dns:
+  domain: maas
+  nameservers: [10.11.12.13, "10.11.12.14:5353"]
+  require: [api.spectrocloud.com]
+  timeout: 90s
+kubernetes:
+  role: worker
+  endpoint: 10.11.12.100:6443
+  version: v1.31.4
+  token: abcdef.s3cr3ts3cr3ts3cr
+  ca_cert_hashes: ["sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"]
+resources: {cpus: 2, memory_mib: 4096, disk_gib: 20}
+"#;
+
+#[test]
+fn full_document_parses() {
+    let c = parse(FULL, "t").unwrap();
+    assert_eq!(c.os.reboot, RebootPolicy::Always);
+    assert_eq!(c.dns.nameservers[1].0.port(), 5353);
+    assert_eq!(c.dns.timeout.0.as_secs(), 90);
+    let k = c.kubernetes.unwrap();
+    assert_eq!(k.role, Role::Worker);
+    assert_eq!(k.token.unwrap().id, "abcdef");
+    assert_eq!(k.pod_cidr, default_pod_cidr());
+    assert!(k.ca_cert_hashes[0].0.ends_with("0123456789abcdef0123456789abcdef0123456789abcdef"));
+}
+
+#[test]
+fn empty_document_is_all_defaults() {
+    let c = parse("", "t").unwrap();
+    assert_eq!(c.dns.domain.as_str(), "maas");
+    assert_eq!(c.cidrs(), (default_pod_cidr(), default_service_cidr()));
+    assert!(!c.os.patch);
+    assert_eq!(c.os.reboot, RebootPolicy::IfRequired);
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let e = parse("dns: {domain: a}\ndns: {domain: b}\n", "t").unwrap_err();
+    assert_eq!(e.key, "(document)");
+    assert!(e.message.to_lowercase().contains("duplicate"), "{e}");
+}
+
+#[test]
+fn a_yaml_error_does_not_quote_the_line() {
+    let e = parse("kubernetes:\n  token: \"abcdef.0123456789abcdef\n  x: [\n", "t").unwrap_err();
+    assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
+}
+
+#[test]
+fn debug_of_a_config_holds_no_secret() {
+    let c = parse(FULL, "t").unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(!shown.contains("p4ssw0rd"), "{shown}");
+}

@@ -1,0 +1,409 @@
+//! Config values that check themselves when deserialized.
+//!
+//! Each type parses from a string and says what it expected; secret ones
+//! never quote what they were given. Being checked at deserialization time
+//! means the error carries the key's path (see `config::parse`).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+use crate::pki;
+use crate::secret::Secret;
+
+/// Implements `Deserialize` through `FromStr` for a type whose error is a
+/// message saying what was expected.
+macro_rules! from_str_deserialize {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+/// Same, for secret types: the string is read without echoing a wrong type.
+macro_rules! secret_from_str_deserialize {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = crate::secret::deserialize_secret_string(d)?;
+                s.expose().parse().map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A DNS name such as `node1.maas`, kept lower case without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DnsName(String);
+
+impl DnsName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DnsName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !is_dns_name(s) {
+            return Err(format!("{s:?} is not a DNS name (expected labels of letters, digits and '-', e.g. node1.maas)"));
+        }
+        Ok(Self(s.trim_end_matches('.').to_ascii_lowercase()))
+    }
+}
+from_str_deserialize!(DnsName);
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A duration written as `30s`, `5m`, `1h30m`; zero is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match humantime::parse_duration(s) {
+            Ok(d) if !d.is_zero() => Ok(Self(d)),
+            _ => Err(format!("{s:?} is not a duration (expected e.g. 30s, 5m, 1h30m)")),
+        }
+    }
+}
+from_str_deserialize!(Dur);
+
+/// A host and a port: `10.11.12.100:6443`, `[fd00::1]:6443`, `api.maas:6443`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not host:port (expected e.g. 10.11.12.100:6443)");
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return if sa.port() == 0 { Err(bad()) } else { Ok(Self { host: sa.ip().to_string(), port: sa.port() }) };
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+        if !is_dns_name(host) || host.contains(':') {
+            return Err(bad());
+        }
+        Ok(Self { host: host.to_ascii_lowercase(), port })
+    }
+}
+from_str_deserialize!(Endpoint);
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip() {
+            Some(IpAddr::V6(_)) => write!(f, "[{}]:{}", self.host, self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// A DNS server: an IP address with an optional port (default 53). Names
+/// are refused: resolving the resolver would be circular.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameServer(pub SocketAddr);
+
+impl FromStr for NameServer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Self(SocketAddr::new(ip, 53)));
+        }
+        s.parse::<SocketAddr>()
+            .ok()
+            .filter(|a| a.port() != 0)
+            .map(Self)
+            .ok_or_else(|| format!("{s:?} is not a nameserver (expected an IP address, optionally with :port)"))
+    }
+}
+from_str_deserialize!(NameServer);
+
+/// An IP network written in CIDR notation, host bits zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let net: ipnet::IpNet =
+            s.parse().map_err(|_| format!("{s:?} is not a CIDR (expected e.g. 192.168.0.0/16)"))?;
+        if net.trunc() != net {
+            return Err(format!("{s:?} has host bits set (did you mean {}?)", net.trunc()));
+        }
+        Ok(Self(net))
+    }
+}
+from_str_deserialize!(Cidr);
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A Kubernetes version such as `v1.31.4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl FromStr for KubeVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a Kubernetes version (expected e.g. v1.31.4)");
+        let n: Vec<u32> = s.strip_prefix('v').unwrap_or(s).split('.').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+        match n[..] {
+            [1, minor, patch] => Ok(Self { major: 1, minor, patch }),
+            _ => Err(bad()),
+        }
+    }
+}
+from_str_deserialize!(KubeVersion);
+
+impl fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// A kubeadm bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`. The id is public
+/// (it names the JWS in cluster-info); the secret is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: String,
+    pub secret: Secret<String>,
+}
+
+impl Token {
+    pub fn expose(&self) -> String {
+        format!("{}.{}", self.id, self.secret.expose())
+    }
+}
+
+impl FromStr for Token {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        match s.split_once('.') {
+            Some((id, secret)) if ok(id, 6) && ok(secret, 16) => {
+                Ok(Self { id: id.into(), secret: Secret::new(secret.into()) })
+            }
+            _ => Err("is not a bootstrap token (value redacted; expected [a-z0-9]{6}.[a-z0-9]{16})".into()),
+        }
+    }
+}
+secret_from_str_deserialize!(Token);
+
+/// A CA pin: `sha256:` and 64 hex digits, kept lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaHash(pub String);
+
+impl FromStr for CaHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("sha256:") {
+            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Self(format!("sha256:{}", h.to_ascii_lowercase())))
+            }
+            _ => Err(format!("{s:?} is not a CA hash (expected sha256: and 64 hex digits, see `node-init cert-hash`)")),
+        }
+    }
+}
+from_str_deserialize!(CaHash);
+
+/// kubeadm's certificate key: 32 bytes as 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKey(pub Secret<String>);
+
+impl FromStr for CertKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(Secret::new(s.to_ascii_lowercase())))
+        } else {
+            Err("is not a certificate key (value redacted; expected 64 hex digits)".into())
+        }
+    }
+}
+secret_from_str_deserialize!(CertKey);
+
+/// One or more PEM certificates, each checked to parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemCerts {
+    pub pem: String,
+    pub der: Vec<Vec<u8>>,
+}
+
+impl FromStr for PemCerts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let der = pki::pem_certificates(s.as_bytes()).map_err(|e| format!("{e:#}"))?;
+        Ok(Self { pem: s.to_owned(), der })
+    }
+}
+from_str_deserialize!(PemCerts);
+
+/// A PEM private key, checked to be one without keeping any of it in errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemKey(pub Secret<String>);
+
+impl FromStr for PemKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        pki::check_private_key_pem(s.as_bytes()).map_err(|e| format!("{e:#} (value redacted)"))?;
+        Ok(Self(Secret::new(s.to_owned())))
+    }
+}
+secret_from_str_deserialize!(PemKey);
+
+/// A proxy URL `http://[user:pass@]host:port`. Display hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl(url::Url);
+
+impl ProxyUrl {
+    /// The URL with its password, for the files that must hold it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn host(&self) -> &str {
+        self.0.host_str().unwrap_or_default()
+    }
+
+    pub fn has_password(&self) -> bool {
+        self.0.password().is_some()
+    }
+}
+
+impl FromStr for ProxyUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        // The input may hold a password, so it is never quoted back.
+        let bad = |why: &str| format!("is not a proxy URL: {why} (value redacted; expected http://[user:pass@]host:port)");
+        let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(bad("the scheme must be http or https"));
+        }
+        if u.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        if !matches!(u.path(), "" | "/") || u.query().is_some() || u.fragment().is_some() {
+            return Err(bad("a proxy URL has no path, query or fragment"));
+        }
+        Ok(Self(u))
+    }
+}
+secret_from_str_deserialize!(ProxyUrl);
+
+impl fmt::Display for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            // Setting a password on a URL that already has one cannot fail.
+            let _ = shown.set_password(Some("redacted"));
+        }
+        f.write_str(shown.as_str())
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxyUrl({self})")
+    }
+}
+
+/// A `no_proxy` entry as an operator writes it: a host, a domain suffix
+/// (`.corp`), an IP or a CIDR. Commas and spaces are refused: they would
+/// split the entry when NO_PROXY is joined.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NoProxyEntry(pub String);
+
+impl FromStr for NoProxyEntry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let host = t.strip_prefix("*.").or_else(|| t.strip_prefix('.')).unwrap_or(t);
+        let valid = t == "*" || is_dns_name(host) || host.parse::<IpAddr>().is_ok() || host.parse::<ipnet::IpNet>().is_ok();
+        if !valid {
+            return Err(format!("{s:?} is not a no_proxy entry (expected a host, .domain, IP or CIDR)"));
+        }
+        Ok(Self(t.to_owned()))
+    }
+}
+from_str_deserialize!(NoProxyEntry);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!("10.0.0.1:6443".parse::<Endpoint>().unwrap().to_string(), "10.0.0.1:6443");
+        assert_eq!("[fd00::1]:6443".parse::<Endpoint>().unwrap().to_string(), "[fd00::1]:6443");
+        assert_eq!("API.maas:6443".parse::<Endpoint>().unwrap().host, "api.maas");
+        for bad in ["10.0.0.1", "api.maas", "10.0.0.1:0", "10.0.0.1:70000", "fd00::1", ":6443"] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_url_display_hides_the_password() {
+        let u: ProxyUrl = "http://user:s3cret@10.0.0.1:3128".parse().unwrap();
+        assert_eq!(u.to_string(), "http://user:redacted@10.0.0.1:3128/");
+        assert!(!format!("{u:?}").contains("s3cret"));
+        assert!(u.expose().contains("s3cret"));
+        let err = "ftp://user:s3cret@h".parse::<ProxyUrl>().unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn versions_and_durations() {
+        assert_eq!("v1.31.4".parse::<KubeVersion>().unwrap().minor, 31);
+        assert!("1.31".parse::<KubeVersion>().is_err());
+        assert_eq!("5m".parse::<Dur>().unwrap().0, Duration::from_secs(300));
+        assert!("0s".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn cidr_with_host_bits_says_what_was_meant() {
+        let e = "192.168.1.0/16".parse::<Cidr>().unwrap_err();
+        assert!(e.contains("did you mean 192.168.0.0/16"), "{e}");
+    }
+}

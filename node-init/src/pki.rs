@@ -1,0 +1,84 @@
+//! X.509 helpers: PEM bundles, CA validation and kubeadm's CA pin.
+//!
+//! The pin is `sha256:` + hex of SHA-256 over the certificate's whole DER
+//! SubjectPublicKeyInfo (outer SEQUENCE included), exactly what kubeadm's
+//! `--discovery-token-ca-cert-hash` and `openssl x509 -pubkey | openssl pkey
+//! -pubin -outform der | sha256sum` compute.
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::*;
+
+/// The DER of every `CERTIFICATE` block in `pem`, each checked to parse.
+/// Fails when there is none, or when a block is not a certificate.
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for (i, block) in x509_parser::pem::Pem::iter_from_buffer(pem).enumerate() {
+        let block = block.map_err(|e| anyhow::anyhow!("PEM block {}: {e}", i + 1))?;
+        if block.label != "CERTIFICATE" {
+            bail!("PEM block {} is a {}, not a CERTIFICATE", i + 1, block.label);
+        }
+        X509Certificate::from_der(&block.contents)
+            .map_err(|e| anyhow::anyhow!("PEM block {}: not an X.509 certificate: {e}", i + 1))?;
+        out.push(block.contents);
+    }
+    if out.is_empty() {
+        bail!("no PEM certificate found (expected -----BEGIN CERTIFICATE-----)");
+    }
+    Ok(out)
+}
+
+/// A certificate file as PEM (one or more) or a single DER certificate.
+pub fn certificates_in_file(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        return pem_certificates(bytes);
+    }
+    X509Certificate::from_der(bytes).map_err(|e| anyhow::anyhow!("neither PEM nor a DER certificate: {e}"))?;
+    Ok(vec![bytes.to_vec()])
+}
+
+/// `sha256:<hex>` of the certificate's DER SubjectPublicKeyInfo.
+pub fn spki_sha256(der: &[u8]) -> Result<String> {
+    let (_, cert) = X509Certificate::from_der(der).context("parsing certificate")?;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(cert.public_key().raw))))
+}
+
+/// Checks that a certificate can serve as a trust anchor now: CA:TRUE in
+/// basicConstraints and `now` (Unix seconds) inside its validity window.
+pub fn check_ca(der: &[u8], now: i64) -> Result<()> {
+    let (_, cert) = X509Certificate::from_der(der).context("parsing certificate")?;
+    let subject = cert.subject().to_string();
+    let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        bail!("certificate {subject:?} is not a CA (basicConstraints CA:TRUE missing)");
+    }
+    let v = cert.validity();
+    if now < v.not_before.timestamp() {
+        bail!("certificate {subject:?} is not valid before {}", v.not_before);
+    }
+    if now > v.not_after.timestamp() {
+        bail!("certificate {subject:?} expired on {}", v.not_after);
+    }
+    Ok(())
+}
+
+/// Checks that `pem` holds exactly one private key block, without keeping
+/// or printing any of it.
+pub fn check_private_key_pem(pem: &[u8]) -> Result<()> {
+    let mut keys = 0;
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let block = block.map_err(|_| anyhow::anyhow!("not a PEM document"))?;
+        if !block.label.ends_with("PRIVATE KEY") {
+            bail!("PEM block is a {}, expected a PRIVATE KEY", block.label);
+        }
+        if block.contents.is_empty() {
+            bail!("PEM private key is empty");
+        }
+        keys += 1;
+    }
+    match keys {
+        1 => Ok(()),
+        0 => bail!("no PEM private key found (expected -----BEGIN PRIVATE KEY-----)"),
+        n => bail!("{n} private keys found, expected one"),
+    }
+}
