@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod maas;
+pub mod net;
 pub mod pipeline;
 pub mod pki;
 pub mod root;

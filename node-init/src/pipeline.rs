@@ -51,6 +51,7 @@ pub trait Stage: Send + Sync {
 /// this is a dry run (then writes and commands are planned, not done).
 pub struct Context<'a> {
     pub root: &'a Root,
+    pub node: Node,
     pub config: &'a Config,
     pub runner: &'a dyn Runner,
     pub boot_id: String,
@@ -60,7 +61,7 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub fn new(root: &'a Root, config: &'a Config, runner: &'a dyn Runner, dry_run: bool) -> Result<Self> {
-        Ok(Self { root, config, runner, boot_id: state::boot_id(root)?, dry_run, plan: Mutex::new(Vec::new()) })
+        Ok(Self { root, node: Node::default(), config, runner, boot_id: state::boot_id(root)?, dry_run, plan: Mutex::new(Vec::new()) })
     }
 
     fn note(&self, line: String) {
@@ -116,6 +117,16 @@ impl<'a> Context<'a> {
         }
         Ok(Some(self.runner.run(cmd).await?))
     }
+}
+
+/// Facts about the node the stages act for, gathered once by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub fqdn: Option<String>,
+    /// Empty under `--root`: an image has no addresses of its own yet.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The MAAS server's host, from cloud-init's MAAS datasource.
+    pub maas_server: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

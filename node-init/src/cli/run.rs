@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::config;
-use crate::pipeline::{self, Context, Options};
+use crate::pipeline::{self, Context, Node, Options};
+use crate::root::Root;
 use crate::runner::HostRunner;
 use crate::stages;
 
@@ -40,7 +41,8 @@ pub async fn run(a: Args) -> Result<u8> {
     let loaded = config::load(&root, a.config.as_deref())?;
     tracing::info!(origin = %loaded.origin, "configuration loaded");
     let runner = HostRunner::new((!root.is_host()).then(|| root.base().to_owned()));
-    let cx = Context::new(&root, &loaded.config, &runner, a.dry_run)?;
+    let mut cx = Context::new(&root, &loaded.config, &runner, a.dry_run)?;
+    cx.node = node_facts(&root, &loaded.config)?;
     let opts = Options { only: a.only, skip: a.skip, no_reboot: a.no_reboot };
     let code = pipeline::run(stages::TABLE, &cx, &opts).await?;
     if a.dry_run {
@@ -49,4 +51,22 @@ pub async fn run(a: Args) -> Result<u8> {
         super::print(&text)?;
     }
     Ok(code)
+}
+
+/// What the stages need to know about this node, gathered once. Under
+/// `--root` the node has no addresses yet: they are not the build host's.
+fn node_facts(root: &Root, config: &config::Config) -> Result<Node> {
+    let fqdn = match config::fqdn(root, config) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no FQDN");
+            None
+        }
+    };
+    let addresses = if root.is_host() {
+        crate::net::local_addresses()?.into_iter().map(|a| a.net.addr()).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Node { fqdn, addresses, maas_server: crate::maas::server_host(root)? })
 }

@@ -194,6 +194,14 @@ impl Config {
         {
             return err("proxy", "set at least one of http, https, ca_cert (or remove the proxy key)".into());
         }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        if let Some(ca) = self.proxy.as_ref().and_then(|p| p.ca_cert.as_ref()) {
+            for (i, der) in ca.der.iter().enumerate() {
+                if let Err(e) = crate::pki::check_ca(der, now) {
+                    return err("proxy.ca_cert", format!("certificate {}: {e:#}", i + 1));
+                }
+            }
+        }
         let Some(k) = &self.kubernetes else { return Ok(()) };
         let (pod, svc) = (k.pod_cidr.0, k.service_cidr.0);
         if pod.contains(&svc.network()) || svc.contains(&pod.network()) {

@@ -4,6 +4,8 @@
 //! [`crate::pipeline::Stage`], and list it in [`TABLE`]. Nothing else
 //! changes: `run`, `--only/--skip` and `status` all read the table.
 
+pub mod proxy;
+
 use crate::pipeline::Stage;
 
-pub const TABLE: &[&dyn Stage] = &[];
+pub const TABLE: &[&dyn Stage] = &[&proxy::ProxyStage];
