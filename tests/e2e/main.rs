@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `node-init` binary against real stand-ins.
+//! One entry point; shared helpers live in the crate's `src/lib.rs`.
 
+mod cert_hash;
+mod config_rejections;
+mod crash;
+mod rootfs;
+mod user_data;
