@@ -5,6 +5,7 @@
 //! [`runner::Runner`], and the first-boot stages are listed in one table in
 //! [`stages`].
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod logging;

@@ -16,7 +16,8 @@ pub fn local_addresses() -> Result<Vec<Address>> {
     let mut out = Vec::new();
     for ifa in nix::ifaddrs::getifaddrs().context("listing network interfaces")? {
         let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else { continue };
-        let pair = match (addr.as_sockaddr_in(), mask.as_sockaddr_in(), addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+        let pair = match (addr.as_sockaddr_in(), mask.as_sockaddr_in(), addr.as_sockaddr_in6(), mask.as_sockaddr_in6())
+        {
             (Some(a), Some(m), _, _) => Some((IpAddr::V4(a.ip()), IpAddr::V4(m.ip()))),
             (_, _, Some(a), Some(m)) => Some((IpAddr::V6(a.ip()), IpAddr::V6(m.ip()))),
             _ => None,

@@ -33,7 +33,10 @@ pub enum Outcome {
     /// Nothing to do for this config, and why.
     Skipped(String),
     /// Done, but the node must reboot before the next stage.
-    RebootRequired { reason: String, facts: Facts },
+    RebootRequired {
+        reason: String,
+        facts: Facts,
+    },
 }
 
 #[async_trait]
@@ -61,7 +64,15 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub fn new(root: &'a Root, config: &'a Config, runner: &'a dyn Runner, dry_run: bool) -> Result<Self> {
-        Ok(Self { root, node: Node::default(), config, runner, boot_id: state::boot_id(root)?, dry_run, plan: Mutex::new(Vec::new()) })
+        Ok(Self {
+            root,
+            node: Node::default(),
+            config,
+            runner,
+            boot_id: state::boot_id(root)?,
+            dry_run,
+            plan: Mutex::new(Vec::new()),
+        })
     }
 
     fn note(&self, line: String) {
@@ -88,7 +99,10 @@ impl<'a> Context<'a> {
             Some(_) => Change::Updated,
         };
         if change != Change::Unchanged {
-            self.note(format!("would {} {path} (mode {mode:o})", if change == Change::Created { "create" } else { "update" }));
+            self.note(format!(
+                "would {} {path} (mode {mode:o})",
+                if change == Change::Created { "create" } else { "update" }
+            ));
         }
         Ok(change)
     }
@@ -163,7 +177,9 @@ fn select<'s>(stages: &'s [&'s dyn Stage], opts: &Options) -> Result<Vec<&'s &'s
     let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
     for n in opts.only.iter().chain(&opts.skip) {
         if !names.contains(&n.as_str()) {
-            return Err(crate::cli::UsageError(format!("unknown stage {n:?}; the stages are: {}", names.join(", "))).into());
+            return Err(
+                crate::cli::UsageError(format!("unknown stage {n:?}; the stages are: {}", names.join(", "))).into()
+            );
         }
     }
     Ok(stages
@@ -278,7 +294,12 @@ async fn request_reboot(
     }
     rec.status = Status::RebootPending;
     rec.reason = Some(reason.clone());
-    st.reboots.push(RebootRecord { stage: name.to_owned(), boot_id: cx.boot_id.clone(), at: state::now_rfc3339(), reason: reason.clone() });
+    st.reboots.push(RebootRecord {
+        stage: name.to_owned(),
+        boot_id: cx.boot_id.clone(),
+        at: state::now_rfc3339(),
+        reason: reason.clone(),
+    });
     save(cx, st, name, &rec)?;
     reboot_or_exit(&reason, cx, opts).await
 }
@@ -286,7 +307,13 @@ async fn request_reboot(
 /// A stage waiting for a reboot: in a new boot it is done; in the same boot
 /// the reboot has not happened yet, so ask for it again (once more at most,
 /// counted by the loop guard through the records already kept).
-async fn resume_after_reboot(name: &str, mut rec: StageRecord, cx: &Context<'_>, opts: &Options, st: &mut State) -> Result<u8> {
+async fn resume_after_reboot(
+    name: &str,
+    mut rec: StageRecord,
+    cx: &Context<'_>,
+    opts: &Options,
+    st: &mut State,
+) -> Result<u8> {
     let reason = rec.reason.clone().unwrap_or_default();
     if rec.boot_id != cx.boot_id {
         tracing::info!(from_boot = %rec.boot_id, "resumed after reboot");

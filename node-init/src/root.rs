@@ -198,9 +198,7 @@ fn remove_stale(tmp: &Path) -> Result<()> {
 
 fn sync_parent(path: &Path) -> Result<()> {
     let dir = path.parent().context("a file path has a parent directory")?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
+    fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 #[cfg(test)]

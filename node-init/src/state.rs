@@ -88,9 +88,8 @@ impl State {
     /// The state under `root`, or an empty one before the first run.
     pub fn load(root: &Root) -> Result<Self> {
         let Some(text) = root.read_string_opt(STATE_PATH)? else { return Ok(Self::default()) };
-        serde_json::from_str(&text).with_context(|| {
-            format!("parsing {} (move it aside to start over)", root.path(STATE_PATH).display())
-        })
+        serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} (move it aside to start over)", root.path(STATE_PATH).display()))
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {
@@ -104,7 +103,11 @@ impl State {
 /// The current boot's id, read under the root so a test or an image can
 /// present its own; `unknown` where there is none (an unbooted image).
 pub fn boot_id(root: &Root) -> Result<String> {
-    Ok(root.read_string_opt(BOOT_ID_PATH)?.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).unwrap_or_else(|| "unknown".into()))
+    Ok(root
+        .read_string_opt(BOOT_ID_PATH)?
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into()))
 }
 
 pub fn now_rfc3339() -> String {

@@ -6,7 +6,8 @@ use std::process::Command;
 use node_init_tests::*;
 
 fn openssl_pin(pem_path: &str) -> String {
-    let pubkey = Command::new("openssl").args(["x509", "-pubkey", "-noout", "-in", pem_path]).output().expect("openssl x509");
+    let pubkey =
+        Command::new("openssl").args(["x509", "-pubkey", "-noout", "-in", pem_path]).output().expect("openssl x509");
     assert!(pubkey.status.success(), "{}", text(&pubkey.stderr));
     let dir = tempfile::tempdir().unwrap();
     let pub_path = dir.path().join("pub.pem");
@@ -16,11 +17,17 @@ fn openssl_pin(pem_path: &str) -> String {
         .output()
         .expect("openssl pkey");
     assert!(der.status.success(), "{}", text(&der.stderr));
-    let digest = Command::new("openssl").args(["dgst", "-sha256", "-hex", "-r"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(&der.stdout)?;
-        c.wait_with_output()
-    }).expect("openssl dgst");
+    let digest = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hex", "-r"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&der.stdout)?;
+            c.wait_with_output()
+        })
+        .expect("openssl dgst");
     format!("sha256:{}", text(&digest.stdout).split_whitespace().next().unwrap())
 }
 

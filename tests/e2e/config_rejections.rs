@@ -16,16 +16,41 @@ fn table() -> Vec<(&'static str, String, &'static str, Option<&'static str>)> {
         ("CIDR out of range", format!("{worker}  pod_cidr: 10.0.0.0/33\n"), "kubernetes.pod_cidr", None),
         ("CIDR with host bits", format!("{worker}  pod_cidr: 192.168.1.0/16\n"), "kubernetes.pod_cidr", None),
         ("overlapping CIDRs", format!("{worker}  pod_cidr: 10.96.0.0/16\n"), "kubernetes.service_cidr", None),
-        ("malformed token", worker.replace("abcdef.0123456789abcdef", &format!("ABCDEF.{TOKEN_SECRET}")), "kubernetes.token", Some(TOKEN_SECRET)),
-        ("token of the wrong type", worker.replace("abcdef.0123456789abcdef", "123456789012"), "kubernetes.token", Some("123456789012")),
+        (
+            "malformed token",
+            worker.replace("abcdef.0123456789abcdef", &format!("ABCDEF.{TOKEN_SECRET}")),
+            "kubernetes.token",
+            Some(TOKEN_SECRET),
+        ),
+        (
+            "token of the wrong type",
+            worker.replace("abcdef.0123456789abcdef", "123456789012"),
+            "kubernetes.token",
+            Some("123456789012"),
+        ),
         ("malformed hash", worker.replace("sha256:0000", "sha1:0000"), "kubernetes.ca_cert_hashes[0]", None),
         ("short hash", worker.replace("0000000000000000\"", "\""), "kubernetes.ca_cert_hashes[0]", None),
-        ("malformed certificate key", format!("{}  certificate_key: nothex{TOKEN_SECRET}\n", worker.replace("worker", "control-plane")), "kubernetes.certificate_key", Some(TOKEN_SECRET)),
+        (
+            "malformed certificate key",
+            format!("{}  certificate_key: nothex{TOKEN_SECRET}\n", worker.replace("worker", "control-plane")),
+            "kubernetes.certificate_key",
+            Some(TOKEN_SECRET),
+        ),
         ("unknown role", worker.replace("worker", "master"), "kubernetes.role", None),
         ("endpoint without port", worker.replace("10.0.0.1:6443", "10.0.0.1"), "kubernetes.endpoint", None),
         ("bad duration", "dns:\n  timeout: 5 minutes please\n".into(), "dns.timeout", None),
-        ("proxy URL that does not parse", "proxy:\n  http: \"http://user:pw-s3cr3t@[bad\"\n".into(), "proxy.http", Some("pw-s3cr3t")),
-        ("proxy URL with another scheme", "proxy:\n  https: ftp://user:pw-s3cr3t@10.0.0.1:21\n".into(), "proxy.https", Some("pw-s3cr3t")),
+        (
+            "proxy URL that does not parse",
+            "proxy:\n  http: \"http://user:pw-s3cr3t@[bad\"\n".into(),
+            "proxy.http",
+            Some("pw-s3cr3t"),
+        ),
+        (
+            "proxy URL with another scheme",
+            "proxy:\n  https: ftp://user:pw-s3cr3t@10.0.0.1:21\n".into(),
+            "proxy.https",
+            Some("pw-s3cr3t"),
+        ),
         ("CA that is not PEM", "proxy:\n  ca_cert: not a certificate\n".into(), "proxy.ca_cert", None),
         ("CA that is not a CA", format!("proxy:\n  ca_cert: |\n{}", yaml_block(&leaf, 4)), "proxy.ca_cert", None),
         ("expired CA", format!("proxy:\n  ca_cert: |\n{}", yaml_block(&expired, 4)), "proxy.ca_cert", None),
@@ -34,12 +59,44 @@ fn table() -> Vec<(&'static str, String, &'static str, Option<&'static str>)> {
         ("nameserver as a name", "dns:\n  nameservers: [ns1.maas]\n".into(), "dns.nameservers[0]", None),
         ("invalid hostname", "hostname: \"bad host!\"\n".into(), "hostname", None),
         ("duplicate key", "dns:\n  domain: a\ndns:\n  domain: b\n".into(), "(document)", None),
-        ("init without a CA", format!("{}  certificate_key: {}\n  vip: {{interface: eth0}}\n", worker.replace("worker", "init"), "ab".repeat(32)), "kubernetes.ca", None),
-        ("join without a CA pin", worker.replace("  ca_cert_hashes: [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]\n", ""), "kubernetes.ca_cert_hashes", None),
+        (
+            "init without a CA",
+            format!(
+                "{}  certificate_key: {}\n  vip: {{interface: eth0}}\n",
+                worker.replace("worker", "init"),
+                "ab".repeat(32)
+            ),
+            "kubernetes.ca",
+            None,
+        ),
+        (
+            "join without a CA pin",
+            worker.replace(
+                "  ca_cert_hashes: [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]\n",
+                "",
+            ),
+            "kubernetes.ca_cert_hashes",
+            None,
+        ),
         ("negative CPU minimum", "resources:\n  cpus: -1\n".into(), "resources.cpus", None),
         ("version without patch", format!("{worker}  version: \"1.31\"\n"), "kubernetes.version", None),
-        ("no_proxy entry with a comma", "proxy:\n  http: http://10.0.0.1:3128\n  no_proxy: [\"a.corp,b.corp\"]\n".into(), "proxy.no_proxy[0]", None),
-        ("CA key that is not a key", format!("{}  certificate_key: {}\n  vip: {{interface: eth0}}\n  ca:\n    cert: |\n{}    key: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"\n", worker.replace("worker", "init"), "ab".repeat(32), yaml_block(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, true).0, 6)), "kubernetes.ca.key", None),
+        (
+            "no_proxy entry with a comma",
+            "proxy:\n  http: http://10.0.0.1:3128\n  no_proxy: [\"a.corp,b.corp\"]\n".into(),
+            "proxy.no_proxy[0]",
+            None,
+        ),
+        (
+            "CA key that is not a key",
+            format!(
+                "{}  certificate_key: {}\n  vip: {{interface: eth0}}\n  ca:\n    cert: |\n{}    key: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"\n",
+                worker.replace("worker", "init"),
+                "ab".repeat(32),
+                yaml_block(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, true).0, 6)
+            ),
+            "kubernetes.ca.key",
+            None,
+        ),
     ]
 }
 

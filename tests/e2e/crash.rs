@@ -41,8 +41,14 @@ fn files(root: &FakeRoot) -> BTreeMap<PathBuf, String> {
 }
 
 fn stage_statuses(root: &FakeRoot) -> Vec<(String, String)> {
-    let v: serde_json::Value = serde_json::from_str(&root.read("var/lib/node-init/state.json")).expect("state.json parses");
-    v["stages"].as_object().unwrap().iter().map(|(k, r)| (k.clone(), r["status"].as_str().unwrap().to_owned())).collect()
+    let v: serde_json::Value =
+        serde_json::from_str(&root.read("var/lib/node-init/state.json")).expect("state.json parses");
+    v["stages"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, r)| (k.clone(), r["status"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 #[test]

@@ -6,3 +6,4 @@ mod config_rejections;
 mod crash;
 mod rootfs;
 mod user_data;
+mod verify;

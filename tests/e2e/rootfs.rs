@@ -22,7 +22,7 @@ fn cached_rootfs() -> PathBuf {
     if !tar.exists() {
         let tmp = dir.join("bookworm-minbase.tar.partial");
         let out = Command::new("mmdebstrap")
-            .args(["--variant=minbase", &format!("--include={PACKAGES}"), "bookworm"])
+            .args(["--variant=minbase", "--format=tar", &format!("--include={PACKAGES}"), "bookworm"])
             .arg(&tmp)
             .arg("http://deb.debian.org/debian")
             .output()
@@ -49,14 +49,68 @@ fn openssl(args: &[&str], dir: &Path) {
 
 /// A CA and a server certificate for 127.0.0.1 signed by it.
 fn mint(dir: &Path) {
-    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-        "-subj", "/CN=node-init test proxy CA", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", "ca.key", "-out", "ca.pem"], dir);
-    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", "srv.key", "-out", "srv.csr"], dir);
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=node-init test proxy CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+        ],
+        dir,
+    );
     std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "ext", "-out", "srv.pem"], dir);
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+            "-out",
+            "srv.pem",
+        ],
+        dir,
+    );
 }
 
 struct Server(Child);
@@ -72,7 +126,17 @@ impl Drop for Server {
 fn tls_server(dir: &Path) -> (Server, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}"), "-cert", "srv.pem", "-key", "srv.key"])
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "srv.pem",
+            "-key",
+            "srv.key",
+        ])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -91,7 +155,7 @@ fn curl_in(root: &Path, port: u16) -> std::process::Output {
         .arg(root)
         .args(["curl", "-sS", "--max-time", "10", "--noproxy", "*", &format!("https://127.0.0.1:{port}/")])
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
         .unwrap()
 }

@@ -6,6 +6,7 @@
 mod cert_hash;
 mod run;
 mod status;
+mod verify;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ pub struct Cli {
 enum Command {
     Run(run::Args),
     Status(status::Args),
+    Verify(verify::Args),
     CertHash(cert_hash::Args),
 }
 
@@ -58,6 +60,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(a) => run::run(a).await,
             Command::Status(a) => status::run(a),
+            Command::Verify(a) => verify::run(a).await,
             Command::CertHash(a) => cert_hash::run(a),
         }
     });

@@ -53,7 +53,8 @@ fn config_error(origin: &str, key: &str, message: impl Into<String>) -> ConfigEr
 pub fn load(root: &Root, explicit: Option<&Path>) -> Result<Loaded> {
     if let Some(path) = explicit {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| config_error(&origin, "(file)", format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| config_error(&origin, "(file)", format!("cannot read: {e}")))?;
         return Ok(Loaded { config: parse(&text, &origin)?, origin: Origin::File(path.to_owned()) });
     }
     if let Some(text) = root.read_string_opt(CONFIG_PATH)? {
@@ -73,7 +74,8 @@ pub fn load(root: &Root, explicit: Option<&Path>) -> Result<Loaded> {
 /// The `node_init:` section of cloud-init user data, or `None` when the
 /// user data has no cloud-config part or no such key.
 pub fn from_user_data(bytes: &[u8], origin: &str) -> Result<Option<Config>, ConfigError> {
-    let Some(cloud_config) = cloud_config_text(bytes).map_err(|e| config_error(origin, "(user data)", format!("{e:#}")))?
+    let Some(cloud_config) =
+        cloud_config_text(bytes).map_err(|e| config_error(origin, "(user data)", format!("{e:#}")))?
     else {
         return Ok(None);
     };
@@ -127,7 +129,10 @@ fn gunzip_if_compressed(bytes: &[u8]) -> Result<Vec<u8>> {
         .take(MAX_USER_DATA + 1)
         .read_to_end(&mut out)
         .context("decompressing gzip user data")?;
-    anyhow::ensure!(out.len() as u64 <= MAX_USER_DATA, "user data is larger than {MAX_USER_DATA} bytes once decompressed");
+    anyhow::ensure!(
+        out.len() as u64 <= MAX_USER_DATA,
+        "user data is larger than {MAX_USER_DATA} bytes once decompressed"
+    );
     Ok(out)
 }
 

@@ -179,9 +179,7 @@ impl Config {
     /// The pod and service CIDRs in force: configured, else kubeadm-style
     /// defaults, which `verify` checks even on a node with no config.
     pub fn cidrs(&self) -> (Cidr, Cidr) {
-        self.kubernetes
-            .as_ref()
-            .map_or((default_pod_cidr(), default_service_cidr()), |k| (k.pod_cidr, k.service_cidr))
+        self.kubernetes.as_ref().map_or((default_pod_cidr(), default_service_cidr()), |k| (k.pod_cidr, k.service_cidr))
     }
 
     /// Rules that span several keys. Returns the offending key and why.
@@ -225,7 +223,8 @@ impl Config {
             }
             _ => {}
         }
-        if k.vip.as_ref().is_some_and(|v| v.interface.is_empty() || v.interface.len() > 15 || v.interface.contains('/')) {
+        if k.vip.as_ref().is_some_and(|v| v.interface.is_empty() || v.interface.len() > 15 || v.interface.contains('/'))
+        {
             return err("kubernetes.vip.interface", "expected a network interface name such as eth0".into());
         }
         Ok(())
@@ -246,7 +245,10 @@ pub fn parse_yaml_value(text: &str, origin: &str) -> Result<serde_json::Value, C
     serde_saphyr::from_str_with_options::<serde_json::Value>(text, options).map_err(|e| ConfigError {
         origin: origin.to_owned(),
         key: "(document)".into(),
-        message: format!("not valid YAML: {}", e.without_snippet().render_with_formatter(&serde_saphyr::UserMessageFormatter)),
+        message: format!(
+            "not valid YAML: {}",
+            e.without_snippet().render_with_formatter(&serde_saphyr::UserMessageFormatter)
+        ),
     })
 }
 

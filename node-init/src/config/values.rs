@@ -66,7 +66,9 @@ impl FromStr for DnsName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if !is_dns_name(s) {
-            return Err(format!("{s:?} is not a DNS name (expected labels of letters, digits and '-', e.g. node1.maas)"));
+            return Err(format!(
+                "{s:?} is not a DNS name (expected labels of letters, digits and '-', e.g. node1.maas)"
+            ));
         }
         Ok(Self(s.trim_end_matches('.').to_ascii_lowercase()))
     }
@@ -160,8 +162,7 @@ pub struct Cidr(pub ipnet::IpNet);
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let net: ipnet::IpNet =
-            s.parse().map_err(|_| format!("{s:?} is not a CIDR (expected e.g. 192.168.0.0/16)"))?;
+        let net: ipnet::IpNet = s.parse().map_err(|_| format!("{s:?} is not a CIDR (expected e.g. 192.168.0.0/16)"))?;
         if net.trunc() != net {
             return Err(format!("{s:?} has host bits set (did you mean {}?)", net.trunc()));
         }
@@ -188,7 +189,12 @@ impl FromStr for KubeVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not a Kubernetes version (expected e.g. v1.31.4)");
-        let n: Vec<u32> = s.strip_prefix('v').unwrap_or(s).split('.').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+        let n: Vec<u32> = s
+            .strip_prefix('v')
+            .unwrap_or(s)
+            .split('.')
+            .map(|p| p.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
         match n[..] {
             [1, minor, patch] => Ok(Self { major: 1, minor, patch }),
             _ => Err(bad()),
@@ -316,7 +322,8 @@ impl FromStr for ProxyUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         // The input may hold a password, so it is never quoted back.
-        let bad = |why: &str| format!("is not a proxy URL: {why} (value redacted; expected http://[user:pass@]host:port)");
+        let bad =
+            |why: &str| format!("is not a proxy URL: {why} (value redacted; expected http://[user:pass@]host:port)");
         let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(bad("the scheme must be http or https"));
@@ -360,7 +367,8 @@ impl FromStr for NoProxyEntry {
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
         let host = t.strip_prefix("*.").or_else(|| t.strip_prefix('.')).unwrap_or(t);
-        let valid = t == "*" || is_dns_name(host) || host.parse::<IpAddr>().is_ok() || host.parse::<ipnet::IpNet>().is_ok();
+        let valid =
+            t == "*" || is_dns_name(host) || host.parse::<IpAddr>().is_ok() || host.parse::<ipnet::IpNet>().is_ok();
         if !valid {
             return Err(format!("{s:?} is not a no_proxy entry (expected a host, .domain, IP or CIDR)"));
         }

@@ -9,8 +9,8 @@
 mod render;
 pub mod trust;
 
-use async_trait::async_trait;
 use anyhow::Result;
+use async_trait::async_trait;
 
 use crate::config::{Config, Proxy};
 use crate::pipeline::{Context, Facts, Outcome, Stage};
@@ -71,7 +71,8 @@ fn apply_environment(cx: &Context<'_>, family: Family, p: &Proxy, facts: &mut Fa
     let np = if on { no_proxy(&inputs) } else { Vec::new() };
     let vars = if on { render::variables(http, https, &np) } else { Vec::new() };
     // Files holding a proxy password are for root's consumers only.
-    let secret_mode = if [&p.http, &p.https].iter().any(|u| u.as_ref().is_some_and(|u| u.has_password())) { 0o600 } else { 0o644 };
+    let secret_mode =
+        if [&p.http, &p.https].iter().any(|u| u.as_ref().is_some_and(|u| u.has_password())) { 0o600 } else { 0o644 };
     let mut changed = Vec::new();
     let mut track = |path: &str, c: Change| {
         if c != Change::Unchanged {
@@ -85,7 +86,10 @@ fn apply_environment(cx: &Context<'_>, family: Family, p: &Proxy, facts: &mut Fa
         track(ENVIRONMENT, cx.write(ENVIRONMENT, text.as_bytes(), 0o644)?);
     }
     match family {
-        Family::Debian => track(APT, put(cx, APT, on.then(|| render::apt_conf(http, https, &render::apt_direct_hosts(&inputs))), secret_mode)?),
+        Family::Debian => track(
+            APT,
+            put(cx, APT, on.then(|| render::apt_conf(http, https, &render::apt_direct_hosts(&inputs))), secret_mode)?,
+        ),
         Family::Rhel => {
             if let Some(now) = cx.root.read_string_opt(DNF)? {
                 track(DNF, cx.write(DNF, render::dnf_conf(&now, https.or(http)).as_bytes(), 0o644)?);

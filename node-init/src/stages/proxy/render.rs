@@ -232,8 +232,10 @@ mod tests {
     #[test]
     fn no_proxy_dedups_and_keeps_both_domain_forms() {
         let d: DnsName = "maas".parse().unwrap();
-        let ops: Vec<NoProxyEntry> =
-            [".corp", "*.lab.corp", "10.10.0.0/16", "127.0.0.1", "maas", "10.0.0.5"].iter().map(|s| s.parse().unwrap()).collect();
+        let ops: Vec<NoProxyEntry> = [".corp", "*.lab.corp", "10.10.0.0/16", "127.0.0.1", "maas", "10.0.0.5"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let ep: Endpoint = "10.0.0.5:6443".parse().unwrap();
         let got = no_proxy(&inputs(&ops, &d, Some(&ep)));
         assert_eq!(got[3..9], ["corp", ".corp", "lab.corp", ".lab.corp", "10.10.0.0/16", "maas"]);
@@ -255,7 +257,10 @@ mod tests {
     #[test]
     fn dnf_block_goes_under_main() {
         let once = dnf_conf("[main]\ngpgcheck=1\n[other]\nx=1\n", Some("http://p:3128"));
-        assert_eq!(once, "[main]\n# BEGIN node-init proxy\nproxy=http://p:3128\n# END node-init proxy\ngpgcheck=1\n[other]\nx=1\n");
+        assert_eq!(
+            once,
+            "[main]\n# BEGIN node-init proxy\nproxy=http://p:3128\n# END node-init proxy\ngpgcheck=1\n[other]\nx=1\n"
+        );
         assert_eq!(dnf_conf(&once, Some("http://p:3128")), once);
         assert_eq!(dnf_conf(&once, None), "[main]\ngpgcheck=1\n[other]\nx=1\n");
     }

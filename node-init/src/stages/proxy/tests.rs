@@ -139,7 +139,7 @@ fn ca_goes_to_the_anchor_dir_and_must_reach_the_bundle() {
     assert!(err.contains("does not hold the proxy CA"), "{err}");
     assert_eq!(s.runner.argvs(), ["update-ca-certificates"]);
     let anchor = s.read("/usr/local/share/ca-certificates/node-init-proxy-ca.crt");
-    assert_eq!(crate::pki::pem_certificates(anchor.as_bytes()).unwrap(), [der.clone()]);
+    assert_eq!(crate::pki::pem_certificates(anchor.as_bytes()).unwrap(), std::slice::from_ref(&der));
 
     // Once the bundle holds it, the stage passes; a rerun runs nothing.
     s.root.write("/etc/ssl/certs/ca-certificates.crt", trust::pem_encode(&der).as_bytes(), 0o644).unwrap();

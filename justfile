@@ -1,0 +1,31 @@
+# node-init's recipes. `pip install rust-just` installs just.
+
+target := "x86_64-unknown-linux-gnu"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build every crate (debug).
+build:
+    cargo build --workspace --locked
+
+# Build the fully static release binary and show that it is static.
+static:
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p node-init --target {{target}}
+    file target/{{target}}/release/node-init
+    ! ldd target/{{target}}/release/node-init
+    ls -l target/{{target}}/release/node-init
+
+# Run every test tier (installs the system packages the tests need).
+test:
+    scripts/test-all
+
+# Formatting and clippy, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Start-up time and peak memory: node-init status against cloud-init --version.
+bench:
+    scripts/bench

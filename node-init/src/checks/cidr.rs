@@ -1,0 +1,69 @@
+//! The pod and service CIDRs must not overlap each other, any address on a
+//! local interface, or any IPv4 route of the main table (read from
+//! `/proc/net/route`), or pod traffic is routed to the machine network.
+
+use std::net::Ipv4Addr;
+
+use async_trait::async_trait;
+use ipnet::{IpNet, Ipv4Net};
+
+use super::{Check, Facts, Finding, fail, pass};
+
+pub struct Overlap;
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// `(interface, destination)` of every non-default IPv4 route.
+fn routes(table: &str) -> Vec<(String, IpNet)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.swap_bytes()));
+            let (dst, mask) = (hex(f.get(1)?)?, hex(f.get(7)?)?);
+            let net = Ipv4Net::with_netmask(dst, mask).ok()?;
+            (net.prefix_len() > 0).then(|| (f[0].to_owned(), IpNet::V4(net)))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Check for Overlap {
+    fn name(&self) -> &'static str {
+        "cidr_overlap"
+    }
+    async fn run(&self, f: &Facts<'_>) -> Finding {
+        let (pod, svc) = f.config.cidrs();
+        let (pod, svc) = (pod.0, svc.0);
+        if overlaps(&pod, &svc) {
+            return fail(format!("pod CIDR {pod} overlaps service CIDR {svc}"));
+        }
+        let route_table = f.root.read_string_opt("/proc/net/route").ok().flatten().unwrap_or_default();
+        let local = f.addresses.iter().map(|a| (a.interface.clone(), a.net.trunc(), "address"));
+        let routed = routes(&route_table).into_iter().map(|(i, n)| (i, n, "route"));
+        for (iface, net, kind) in local.chain(routed) {
+            for (name, cidr) in [("pod", pod), ("service", svc)] {
+                if overlaps(&cidr, &net) {
+                    return fail(format!("{name} CIDR {cidr} overlaps {kind} {net} on {iface}"));
+                }
+            }
+        }
+        pass(format!("pod {pod} and service {svc} clear of {} local addresses and routes", f.addresses.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_route() {
+        let t = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+                 eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                 eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(routes(t), [("eth0".to_owned(), "192.168.0.0/24".parse().unwrap())]);
+    }
+}

@@ -1,0 +1,108 @@
+//! Preflight checks for `node-init verify`: one module per check behind the
+//! [`Check`] trait, listed in [`TABLE`]. Checks only read. They all run
+//! concurrently under one deadline; a check still running at the deadline
+//! fails as a timeout while the others are still reported.
+//!
+//! To add a check: a unit struct implementing `Check` in its own file, and
+//! a line in `TABLE`.
+
+mod cidr;
+mod kernel;
+mod resources;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::net::Address;
+use crate::root::Root;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+}
+
+/// What a check found: a status and a one-line reason.
+pub type Finding = (Status, String);
+
+/// What checks read: the root (for `/proc`, `/sys`), the config, and the
+/// node's addresses and routes, gathered once.
+pub struct Facts<'a> {
+    pub root: &'a Root,
+    pub config: &'a Config,
+    pub addresses: Vec<Address>,
+}
+
+#[async_trait]
+pub trait Check: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn run(&self, facts: &Facts<'_>) -> Finding;
+}
+
+pub const TABLE: &[&dyn Check] = &[
+    &resources::Cpus,
+    &resources::Memory,
+    &resources::Disk,
+    &kernel::Swap,
+    &kernel::IpForward,
+    &kernel::Modules,
+    &cidr::Overlap,
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: &'static str,
+    pub status: Status,
+    pub reason: String,
+    pub duration_ms: u64,
+}
+
+/// Runs every check concurrently; each gets what is left of `deadline`.
+pub async fn run_all(facts: &Facts<'_>, deadline: Duration) -> Vec<Report> {
+    let end = tokio::time::Instant::now() + deadline;
+    let runs = TABLE.iter().map(|c| async move {
+        let started = Instant::now();
+        let (status, reason) = match tokio::time::timeout_at(end, c.run(facts)).await {
+            Ok(found) => found,
+            Err(_) => (Status::Fail, format!("timed out after {}", humantime::format_duration(deadline))),
+        };
+        Report { name: c.name(), status, reason, duration_ms: started.elapsed().as_millis() as u64 }
+    });
+    futures_join_all(runs).await
+}
+
+/// Polls the futures together on this task, keeping their order.
+async fn futures_join_all<F: std::future::Future<Output = Report>>(futs: impl Iterator<Item = F>) -> Vec<Report> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<Report>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => out[i] = Some(r),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+pub fn pass(reason: impl Into<String>) -> Finding {
+    (Status::Pass, reason.into())
+}
+
+pub fn fail(reason: impl Into<String>) -> Finding {
+    (Status::Fail, reason.into())
+}
