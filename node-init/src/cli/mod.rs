@@ -15,6 +15,14 @@ use clap::{Parser, Subcommand};
 
 use crate::{config::ConfigError, exit, logging};
 
+/// How a subcommand prints its result: for people, or as JSON on stdout.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
 /// Bad usage that clap cannot see (an unknown stage name, a root that is
 /// not a directory): exit 2, nothing changed.
 #[derive(Debug, thiserror::Error)]

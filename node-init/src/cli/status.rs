@@ -3,18 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+
+use super::Format;
 use serde_json::json;
 
 use crate::root::Root;
 use crate::stages;
 use crate::state::{self, State};
-
-#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
-enum Format {
-    #[default]
-    Table,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 /// Show each stage: status, when, how long, attempts, last error.

@@ -3,18 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+
+use super::Format;
 use serde_json::json;
 
 use crate::checks::{self, Facts, Report, Status};
 use crate::config::{self, values::Dur};
 use crate::exit;
-
-#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
-enum Format {
-    #[default]
-    Table,
-    Json,
-}
 
 #[derive(Debug, clap::Args)]
 /// Run the preflight checks, read-only, all at once under one deadline.
