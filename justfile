@@ -14,7 +14,7 @@ build:
 static:
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p node-init --target {{target}}
     file target/{{target}}/release/node-init
-    ! ldd target/{{target}}/release/node-init
+    ldd target/{{target}}/release/node-init 2>&1 | grep -Eq 'statically linked|not a dynamic executable'
     ls -l target/{{target}}/release/node-init
 
 # Run every test tier (installs the system packages the tests need).
