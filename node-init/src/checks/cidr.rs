@@ -11,10 +11,6 @@ use super::{Check, Facts, Finding, fail, pass};
 
 pub struct Overlap;
 
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
 /// `(interface, destination)` of every non-default IPv4 route.
 fn routes(table: &str) -> Vec<(String, IpNet)> {
     table
@@ -37,21 +33,21 @@ impl Check for Overlap {
     }
     async fn run(&self, f: &Facts<'_>) -> Finding {
         let (pod, svc) = f.config.cidrs();
-        let (pod, svc) = (pod.0, svc.0);
-        if overlaps(&pod, &svc) {
+        if pod.overlaps(&svc.0) {
             return fail(format!("pod CIDR {pod} overlaps service CIDR {svc}"));
         }
         let route_table = f.root.read_string_opt("/proc/net/route").ok().flatten().unwrap_or_default();
+        let routed = routes(&route_table);
         let local = f.addresses.iter().map(|a| (a.interface.clone(), a.net.trunc(), "address"));
-        let routed = routes(&route_table).into_iter().map(|(i, n)| (i, n, "route"));
-        for (iface, net, kind) in local.chain(routed) {
+        let checked = f.addresses.len() + routed.len();
+        for (iface, net, kind) in local.chain(routed.into_iter().map(|(i, n)| (i, n, "route"))) {
             for (name, cidr) in [("pod", pod), ("service", svc)] {
-                if overlaps(&cidr, &net) {
+                if cidr.overlaps(&net) {
                     return fail(format!("{name} CIDR {cidr} overlaps {kind} {net} on {iface}"));
                 }
             }
         }
-        pass(format!("pod {pod} and service {svc} clear of {} local addresses and routes", f.addresses.len()))
+        pass(format!("pod {pod} and service {svc} clear of {checked} local addresses and routes"))
     }
 }
 

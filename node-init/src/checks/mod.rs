@@ -31,7 +31,7 @@ pub enum Status {
 pub type Finding = (Status, String);
 
 /// What checks read: the root (for `/proc`, `/sys`), the config, and the
-/// node's addresses and routes, gathered once.
+/// node's addresses, gathered once.
 pub struct Facts<'a> {
     pub root: &'a Root,
     pub config: &'a Config,
@@ -73,30 +73,7 @@ pub async fn run_all(facts: &Facts<'_>, deadline: Duration) -> Vec<Report> {
         };
         Report { name: c.name(), status, reason, duration_ms: started.elapsed().as_millis() as u64 }
     });
-    futures_join_all(runs).await
-}
-
-/// Polls the futures together on this task, keeping their order.
-async fn futures_join_all<F: std::future::Future<Output = Report>>(futs: impl Iterator<Item = F>) -> Vec<Report> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<Report>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(r) => out[i] = Some(r),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    out.into_iter().flatten().collect()
+    futures_util::future::join_all(runs).await
 }
 
 pub fn pass(reason: impl Into<String>) -> Finding {

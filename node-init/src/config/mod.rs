@@ -201,8 +201,8 @@ impl Config {
             }
         }
         let Some(k) = &self.kubernetes else { return Ok(()) };
-        let (pod, svc) = (k.pod_cidr.0, k.service_cidr.0);
-        if pod.contains(&svc.network()) || svc.contains(&pod.network()) {
+        let (pod, svc) = (k.pod_cidr, k.service_cidr);
+        if pod.overlaps(&svc.0) {
             return err("kubernetes.service_cidr", format!("{svc} overlaps kubernetes.pod_cidr {pod}"));
         }
         if k.token.is_none() {

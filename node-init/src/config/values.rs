@@ -171,6 +171,13 @@ impl FromStr for Cidr {
 }
 from_str_deserialize!(Cidr);
 
+impl Cidr {
+    /// Whether the two networks share any address.
+    pub fn overlaps(&self, other: &ipnet::IpNet) -> bool {
+        self.0.contains(&other.network()) || other.contains(&self.0.network())
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
