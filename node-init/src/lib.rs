@@ -8,11 +8,13 @@
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod distro;
 pub mod logging;
 pub mod maas;
 pub mod net;
 pub mod pipeline;
 pub mod pki;
+pub mod retry;
 pub mod root;
 pub mod runner;
 pub mod secret;

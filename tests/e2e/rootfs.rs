@@ -34,7 +34,7 @@ fn cached_rootfs() -> PathBuf {
 }
 
 /// A fresh copy of the cached root.
-fn extracted() -> tempfile::TempDir {
+pub fn extracted() -> tempfile::TempDir {
     let tar = cached_rootfs();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("tar").arg("-xpf").arg(&tar).arg("-C").arg(dir.path()).output().unwrap();

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::root::Root;
 use crate::stages;
-use crate::state::{self, State};
+use crate::state::{self, StageRecord, State};
 
 #[derive(Debug, clap::Args)]
 /// Show each stage: status, when, how long, attempts, last error.
@@ -55,6 +55,18 @@ fn as_json(root: &Root, st: &State) -> serde_json::Value {
     json!({"done": root.exists(state::DONE_PATH), "stages": stages, "reboots": st.reboots})
 }
 
+/// The error, else what the stage reported (its summary or why it was
+/// skipped or rebooted), plus the boot it rebooted out of.
+fn detail(r: &StageRecord) -> String {
+    if let Some(e) = &r.last_error {
+        return e.clone();
+    }
+    let said = r.facts.get("summary").and_then(|v| v.as_str()).map(str::to_owned).or_else(|| r.reason.clone());
+    let rebooted =
+        r.facts.get("rebooted_from_boot").and_then(|v| v.as_str()).map(|b| format!("rebooted out of boot {b}"));
+    [said, rebooted].into_iter().flatten().collect::<Vec<_>>().join("; ")
+}
+
 fn table(root: &Root, st: &State) -> String {
     let mut rows = vec![["STAGE", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "DETAIL"].map(String::from)];
     for name in ordered(st) {
@@ -65,7 +77,7 @@ fn table(root: &Root, st: &State) -> String {
                 r.attempts.to_string(),
                 r.started.clone(),
                 r.duration_ms.map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-                r.last_error.clone().or_else(|| r.reason.clone()).unwrap_or_default(),
+                detail(r),
             ],
             None => [name, "pending".into(), "0".into(), "-".into(), "-".into(), String::new()],
         };

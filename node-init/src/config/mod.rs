@@ -49,13 +49,27 @@ pub enum RebootPolicy {
     Always,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Os {
     #[serde(default)]
     pub patch: bool,
     #[serde(default)]
     pub reboot: RebootPolicy,
+    /// How long `patch` waits for the package manager's lock held by
+    /// another process (unattended-upgrades, packagekit).
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Dur,
+}
+
+impl Default for Os {
+    fn default() -> Self {
+        Self { patch: false, reboot: RebootPolicy::default(), lock_timeout: default_lock_timeout() }
+    }
+}
+
+fn default_lock_timeout() -> Dur {
+    Dur(Duration::from_secs(600))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -4,8 +4,9 @@
 //! [`crate::pipeline::Stage`], and list it in [`TABLE`]. Nothing else
 //! changes: `run`, `--only/--skip` and `status` all read the table.
 
+pub mod patch;
 pub mod proxy;
 
 use crate::pipeline::Stage;
 
-pub const TABLE: &[&dyn Stage] = &[&proxy::ProxyStage];
+pub const TABLE: &[&dyn Stage] = &[&proxy::ProxyStage, &patch::PatchStage];

@@ -13,10 +13,10 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use crate::config::{Config, Proxy};
+use crate::distro::{self, Family};
 use crate::pipeline::{Context, Facts, Outcome, Stage};
 use crate::root::Change;
 pub use render::{NoProxyInputs, no_proxy};
-use trust::Family;
 
 pub const ENVIRONMENT: &str = "/etc/environment";
 pub const PROFILE: &str = "/etc/profile.d/node-init-proxy.sh";
@@ -41,7 +41,7 @@ impl Stage for ProxyStage {
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
-        let family = trust::family(cx.root)?;
+        let family = distro::family(cx.root)?;
         let proxy = cx.config.proxy.clone().unwrap_or_default();
         let mut facts = Facts::new();
         let mut changed = apply_environment(cx, family, &proxy, &mut facts)?;

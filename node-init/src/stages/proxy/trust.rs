@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use base64::Engine as _;
 
+use crate::distro::Family;
 use crate::pipeline::Context;
 use crate::root::{Change, Root};
 use crate::runner::Cmd;
@@ -15,12 +16,6 @@ const UPDATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Anchors node-init may have written: `node-init-proxy-ca.crt`,
 /// `node-init-proxy-ca-2.crt`, ... up to this many.
 const MAX_ANCHORS: usize = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Debian,
-    Rhel,
-}
 
 impl Family {
     pub fn anchor_dir(self) -> &'static str {
@@ -42,26 +37,6 @@ impl Family {
             Self::Debian => Cmd::new(["update-ca-certificates"], UPDATE_TIMEOUT),
             Self::Rhel => Cmd::new(["update-ca-trust", "extract"], UPDATE_TIMEOUT),
         }
-    }
-}
-
-/// The distro family, from `/etc/os-release` under the root.
-pub fn family(root: &Root) -> Result<Family> {
-    let text = root.read_string_opt("/etc/os-release")?.context("reading /etc/os-release: not found")?;
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-            .map(|v| v.trim().trim_matches('"').to_ascii_lowercase())
-            .unwrap_or_default()
-    };
-    let ids = format!("{} {}", field("ID"), field("ID_LIKE"));
-    let has = |w: &str| ids.split_whitespace().any(|i| i == w);
-    if has("debian") || has("ubuntu") {
-        Ok(Family::Debian)
-    } else if ["rhel", "fedora", "centos", "rocky", "almalinux"].iter().any(|w| has(w)) {
-        Ok(Family::Rhel)
-    } else {
-        bail!("unsupported distribution {:?} in /etc/os-release (expected the Debian or RHEL family)", ids.trim())
     }
 }
 

@@ -1,0 +1,213 @@
+//! Stage `patch`: refresh and upgrade every package non-interactively, then
+//! decide on a reboot (DESIGN.md §pipeline step 2).
+//!
+//! apt: `apt-get update` (retried with backoff and jitter within a
+//! deadline: mirrors fail transiently when a fleet boots at once), then
+//! `apt-get dist-upgrade` keeping old config files; an interrupted dpkg is
+//! repaired once with `dpkg --configure -a`. dnf: `dnf -y upgrade --refresh`,
+//! retried the same way. Both first wait, boundedly, for the package lock.
+//! The proxy stage has already put the proxy in apt's and dnf's own config.
+//! The reboot itself, its record and the loop guard belong to the pipeline.
+
+mod lock;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::config::{Config, RebootPolicy};
+use crate::distro::{self, Family};
+use crate::pipeline::{Context, Facts, Outcome, Stage};
+use crate::retry::Backoff;
+use crate::runner::{Cmd, Output};
+
+pub use lock::{Holder, Probe, holder, probes, wait_free};
+
+pub const REBOOT_REQUIRED: &str = "/var/run/reboot-required";
+const REBOOT_REQUIRED_PKGS: &str = "/var/run/reboot-required.pkgs";
+
+/// Refreshing the package lists: five tries within ten minutes.
+const REFRESH: Backoff = Backoff { first: Duration::from_secs(5), max: Duration::from_secs(60), attempts: 5 };
+const REFRESH_DEADLINE: Duration = Duration::from_secs(600);
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(300);
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(3600);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
+const APT_ENV: [(&str, &str); 4] = [
+    ("DEBIAN_FRONTEND", "noninteractive"),
+    ("APT_LISTCHANGES_FRONTEND", "none"),
+    ("NEEDRESTART_MODE", "a"),
+    ("UCF_FORCE_CONFFOLD", "1"),
+];
+const KEEP_OLD_CONFIG: [&str; 4] = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
+
+pub struct PatchStage;
+
+#[async_trait]
+impl Stage for PatchStage {
+    fn name(&self) -> &'static str {
+        "patch"
+    }
+
+    fn inputs(&self, c: &Config) -> String {
+        format!("patch={} reboot={:?}", c.os.patch, c.os.reboot)
+    }
+
+    async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
+        let os = &cx.config.os;
+        if !os.patch {
+            return Ok(Outcome::Skipped("os.patch is false".into()));
+        }
+        let family = distro::family(cx.root)?;
+        let mut facts = Facts::new();
+        if !cx.dry_run {
+            let waited = wait_free(cx.root, probes(family), os.lock_timeout.0).await?;
+            facts.insert("lock_wait_ms".into(), u64::try_from(waited.as_millis()).unwrap_or(u64::MAX).into());
+        }
+        let upgraded = match family {
+            Family::Debian => apt_upgrade(cx, os.lock_timeout.0).await?,
+            Family::Rhel => dnf_upgrade(cx).await?,
+        };
+        let required = reboot_required(cx, family).await?;
+        facts.insert("packages_upgraded".into(), upgraded.into());
+        facts.insert("reboot_required".into(), required.is_some().into());
+        let count = upgraded.map_or_else(|| "packages upgraded".into(), |n| format!("{n} packages upgraded"));
+        let reason = match (os.reboot, required.clone()) {
+            (RebootPolicy::Never, Some(why)) => {
+                tracing::warn!(%why, "a reboot is required but os.reboot is never");
+                None
+            }
+            (RebootPolicy::Never, None) | (RebootPolicy::IfRequired, None) => None,
+            (RebootPolicy::IfRequired, Some(why)) => Some(why),
+            (RebootPolicy::Always, _) => Some("os.reboot is always".to_owned()),
+        };
+        let summary = match &reason {
+            Some(r) => format!("{count}; reboot: {r}"),
+            None if required.is_some() => format!("{count}; reboot required but os.reboot is never"),
+            None => format!("{count}; no reboot"),
+        };
+        facts.insert("summary".into(), summary.into());
+        Ok(match reason {
+            Some(reason) => Outcome::RebootRequired { reason, facts },
+            None => Outcome::Done(facts),
+        })
+    }
+}
+
+fn apt(args: &[&str], timeout: Duration) -> Cmd {
+    let mut argv = vec!["apt-get", "-q"];
+    argv.extend_from_slice(args);
+    APT_ENV.iter().fold(Cmd::new(argv, timeout), |c, (k, v)| c.env(k, v))
+}
+
+/// Runs `cmd` until it succeeds, at most `REFRESH.attempts` times within
+/// `REFRESH_DEADLINE`; a missed deadline of one try counts as a failure.
+/// `None` in a dry run.
+async fn retried(cx: &Context<'_>, cmd: &Cmd) -> Result<Option<Output>> {
+    let deadline = Instant::now() + REFRESH_DEADLINE;
+    let mut attempt = 1;
+    loop {
+        let last = match cx.exec(cmd).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(out)) if out.success() => return Ok(Some(out)),
+            Ok(Some(out)) => out.check(cmd).unwrap_err(),
+            Err(e) => e,
+        };
+        tracing::warn!(attempt, error = %format!("{last:#}"), "failed");
+        if !REFRESH.wait(attempt, deadline).await {
+            return Err(last.context(format!("gave up after {attempt} attempts")));
+        }
+        attempt += 1;
+    }
+}
+
+async fn apt_upgrade(cx: &Context<'_>, lock_timeout: Duration) -> Result<Option<u64>> {
+    // apt waits for the frontend lock itself too, in case another process
+    // took it between our check and apt's start.
+    let lock_opt = format!("DPkg::Lock::Timeout={}", lock_timeout.as_secs().max(1));
+    retried(cx, &apt(&["-o", &lock_opt, "update"], REFRESH_TIMEOUT)).await.context("refreshing the package lists")?;
+    let mut args = vec!["-y", "-o", &lock_opt];
+    args.extend_from_slice(&KEEP_OLD_CONFIG);
+    args.push("dist-upgrade");
+    let upgrade = apt(&args, UPGRADE_TIMEOUT);
+    let Some(mut out) = cx.exec(&upgrade).await? else { return Ok(None) };
+    if !out.success() && out.stderr.contains("dpkg --configure -a") {
+        tracing::warn!("dpkg was interrupted earlier; running `dpkg --configure -a` once");
+        let repair = Cmd::new(["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"], UPGRADE_TIMEOUT);
+        let repair = APT_ENV.iter().fold(repair, |c, (k, v)| c.env(k, v));
+        if let Some(r) = cx.exec(&repair).await? {
+            r.check(&repair).context("repairing the interrupted dpkg state")?;
+        }
+        out = cx.exec(&upgrade).await?.context("rerunning the upgrade")?;
+    }
+    let out = out.check(&upgrade).context("upgrading packages")?;
+    Ok(Some(apt_count(&out.stdout)))
+}
+
+async fn dnf_upgrade(cx: &Context<'_>) -> Result<Option<u64>> {
+    let upgrade = Cmd::new(["dnf", "-y", "upgrade", "--refresh"], UPGRADE_TIMEOUT);
+    let out = retried(cx, &upgrade).await.context("upgrading packages")?;
+    Ok(out.map(|o| dnf_count(&o.stdout)))
+}
+
+/// Why a reboot is required, or `None`.
+async fn reboot_required(cx: &Context<'_>, family: Family) -> Result<Option<String>> {
+    match family {
+        Family::Debian => {
+            if !cx.root.exists(REBOOT_REQUIRED) {
+                return Ok(None);
+            }
+            let pkgs = cx.root.read_string_opt(REBOOT_REQUIRED_PKGS)?.unwrap_or_default();
+            let pkgs: Vec<&str> = pkgs.split_whitespace().collect();
+            Ok(Some(if pkgs.is_empty() {
+                format!("{REBOOT_REQUIRED} exists")
+            } else {
+                format!("{REBOOT_REQUIRED} exists (for {})", pkgs.join(", "))
+            }))
+        }
+        Family::Rhel => {
+            let cmd = Cmd::new(["needs-restarting", "-r"], CHECK_TIMEOUT);
+            match cx.runner.run(&cmd).await {
+                Ok(o) if o.code == Some(1) => Ok(Some("`needs-restarting -r` says so".into())),
+                Ok(o) if o.code == Some(0) => Ok(None),
+                Ok(o) => {
+                    bail!("`{cmd}` exited with {:?}: {} (install dnf-utils)", o.code, crate::runner::tail(&o.stderr, 5))
+                }
+                Err(e) => Err(e).context("checking whether a reboot is needed (install dnf-utils)"),
+            }
+        }
+    }
+}
+
+/// Packages upgraded or newly installed, from apt's summary line
+/// `3 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.`
+pub fn apt_count(stdout: &str) -> u64 {
+    let Some(line) = stdout.lines().find(|l| l.contains(" upgraded, ") && l.contains(" newly installed")) else {
+        return 0;
+    };
+    line.split(", ")
+        .filter(|part| part.ends_with(" upgraded") || part.ends_with(" newly installed"))
+        .filter_map(|part| part.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Packages upgraded or installed, from dnf's transaction summary
+/// (`Upgrade  3 Packages` in dnf 4, `Upgrading: 3 packages` in dnf 5).
+pub fn dnf_count(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let verb = words.next()?.trim_end_matches(':');
+            let n = words.next()?.parse::<u64>().ok()?;
+            let unit = words.next()?.to_ascii_lowercase();
+            (["Upgrade", "Install", "Upgrading", "Installing"].contains(&verb) && unit.starts_with("package"))
+                .then_some(n)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests;
