@@ -162,7 +162,7 @@ fn patch_waits_for_the_lock_upgrades_for_real_and_reboots_once() {
     let status = node_init(&["status", "--root", r.to_str().unwrap()]);
     let table = text(&status.stdout);
     assert!(
-        table.contains("1 packages upgraded")
+        table.contains("1 package upgraded")
             && table.contains("rebooted out of boot aaaaaaaa-0000-0000-0000-000000000001"),
         "{table}"
     );

@@ -73,7 +73,11 @@ impl Stage for PatchStage {
         let required = reboot_required(cx, family).await?;
         facts.insert("packages_upgraded".into(), upgraded.into());
         facts.insert("reboot_required".into(), required.is_some().into());
-        let count = upgraded.map_or_else(|| "packages upgraded".into(), |n| format!("{n} packages upgraded"));
+        let count = match upgraded {
+            None => "packages upgraded".to_owned(),
+            Some(1) => "1 package upgraded".to_owned(),
+            Some(n) => format!("{n} packages upgraded"),
+        };
         let reason = match (os.reboot, required.clone()) {
             (RebootPolicy::Never, Some(why)) => {
                 tracing::warn!(%why, "a reboot is required but os.reboot is never");
