@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod distro;
+pub mod dns;
 pub mod logging;
 pub mod maas;
 pub mod net;

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: the real binary, temp roots,
 //! snapshots of a root's files, and freshly minted certificates.
 
+pub mod dns;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

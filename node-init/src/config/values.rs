@@ -62,6 +62,12 @@ impl DnsName {
     }
 }
 
+impl AsRef<str> for DnsName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for DnsName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

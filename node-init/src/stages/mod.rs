@@ -4,9 +4,10 @@
 //! [`crate::pipeline::Stage`], and list it in [`TABLE`]. Nothing else
 //! changes: `run`, `--only/--skip` and `status` all read the table.
 
+pub mod dns;
 pub mod patch;
 pub mod proxy;
 
 use crate::pipeline::Stage;
 
-pub const TABLE: &[&dyn Stage] = &[&proxy::ProxyStage, &patch::PatchStage];
+pub const TABLE: &[&dyn Stage] = &[&proxy::ProxyStage, &patch::PatchStage, &dns::DnsStage];

@@ -1,0 +1,160 @@
+//! Stage `dns`: the node's FQDN resolves through the MAAS DNS server(s) to
+//! one of the node's own addresses, its PTR names it back, and every name in
+//! `dns.require` resolves (DESIGN.md §pipeline step 3).
+//!
+//! MAAS writes its zone asynchronously after deployment, so a wrong answer
+//! is retried with backoff until `dns.timeout`; then the stage fails naming
+//! each name, server and answer. Every server must answer right: a stale or
+//! dead MAAS DNS server breaks lookups for whoever asks it. A missing or
+//! mismatched PTR is a warning, recorded in the state, never a failure.
+//! Under `--root` the stage is skipped: an image has no place in the zone.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::dns::{self, Answer, Server};
+use crate::pipeline::{Context, Facts, Outcome, Stage};
+use crate::retry::Backoff;
+
+/// Waits between rounds: 1 s doubling to 15 s, bounded by `dns.timeout`.
+const ROUNDS: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(15), attempts: u32::MAX };
+/// One question's deadline (less when `dns.timeout` is shorter).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct DnsStage;
+
+#[async_trait]
+impl Stage for DnsStage {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn inputs(&self, c: &Config) -> String {
+        format!("{:?} {:?} {:?} {:?}", c.hostname, c.dns.domain, c.dns.nameservers, c.dns.require)
+    }
+
+    async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
+        if cx.node.addresses.is_empty() {
+            // Under --root: an image has no addresses and no place in the zone yet.
+            return Ok(Outcome::Skipped(
+                "the node's addresses are unknown (--root); checked on the booted node".into(),
+            ));
+        }
+        let Some(fqdn) = cx.node.fqdn.clone() else {
+            bail!("the node's FQDN is unknown: set hostname, or let MAAS set local-hostname")
+        };
+        let servers = dns::maas_nameservers(cx.root, cx.config);
+        if servers.is_empty() {
+            bail!("no DNS server to ask: set dns.nameservers, or list the MAAS server in /etc/resolv.conf");
+        }
+        let timeout = cx.config.dns.timeout.0;
+        let deadline = Instant::now() + timeout;
+        let query_timeout = QUERY_TIMEOUT.min(timeout);
+        let servers: Vec<Server> = servers.into_iter().map(|a| Server::new(a, query_timeout)).collect();
+        let mut attempt = 1;
+        loop {
+            let round = check(&servers, &fqdn, &cx.node.addresses, &cx.config.dns.require).await;
+            if round.problems.is_empty() {
+                for w in &round.warnings {
+                    tracing::warn!("{w}");
+                }
+                return Ok(Outcome::Done(round.facts(&fqdn, attempt)));
+            }
+            tracing::info!(attempt, problems = %round.problems.join("; "), "not resolved yet");
+            if !ROUNDS.wait(attempt, deadline).await {
+                bail!(
+                    "{} (still after {} and {attempt} rounds)",
+                    round.problems.join("; "),
+                    humantime::format_duration(timeout)
+                );
+            }
+            attempt += 1;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Round {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    /// The address the FQDN resolved to that is the node's own.
+    pub address: Option<IpAddr>,
+}
+
+impl Round {
+    fn facts(&self, fqdn: &str, rounds: u32) -> Facts {
+        let mut f = Facts::new();
+        f.insert("fqdn".into(), fqdn.into());
+        f.insert("address".into(), self.address.map(|a| a.to_string()).into());
+        f.insert("rounds".into(), rounds.into());
+        if !self.warnings.is_empty() {
+            f.insert("warnings".into(), self.warnings.clone().into());
+            f.insert("summary".into(), self.warnings.join("; ").into());
+        }
+        f
+    }
+}
+
+/// One round of questions, to every server at once.
+pub async fn check(servers: &[Server], fqdn: &str, own: &[IpAddr], require: &[impl AsRef<str>]) -> Round {
+    let per_server = join_all(servers.iter().map(|s| check_server(s, fqdn, own, require))).await;
+    let mut round = Round::default();
+    for r in per_server {
+        round.problems.extend(r.problems);
+        round.warnings.extend(r.warnings);
+        round.address = round.address.or(r.address);
+    }
+    round
+}
+
+async fn check_server(s: &Server, fqdn: &str, own: &[IpAddr], require: &[impl AsRef<str>]) -> Round {
+    let mut round = Round::default();
+    let (forward, required) = tokio::join!(
+        s.addresses(fqdn),
+        join_all(require.iter().map(|n| async move { (n, s.addresses(n.as_ref()).await) }))
+    );
+    match forward_verdict(&forward, own) {
+        Ok(ip) => {
+            round.address = Some(ip);
+            if let Some(w) = reverse_warning(s.addr, ip, &s.names(ip).await, fqdn) {
+                round.warnings.push(w);
+            }
+        }
+        Err(why) => round.problems.push(format!("{fqdn} via {}: {why}", s.addr)),
+    }
+    for (name, answer) in required {
+        if answer.addresses().is_empty() {
+            round.problems.push(format!("{} via {}: {answer}", name.as_ref(), s.addr));
+        }
+    }
+    round
+}
+
+/// The node's own address among the answers, or why not.
+pub fn forward_verdict(answer: &Answer, own: &[IpAddr]) -> Result<IpAddr, String> {
+    let got = answer.addresses();
+    if got.is_empty() {
+        return Err(answer.to_string());
+    }
+    got.iter().copied().find(|ip| own.contains(ip)).ok_or_else(|| {
+        let own: Vec<String> = own.iter().map(ToString::to_string).collect();
+        format!("answered {answer}, none of which is this node's ({})", own.join(", "))
+    })
+}
+
+pub fn reverse_warning(server: SocketAddr, ip: IpAddr, answer: &Answer, fqdn: &str) -> Option<String> {
+    match answer {
+        Answer::Names(n) if dns::names_match(n, fqdn) => None,
+        Answer::Names(n) => Some(format!("PTR of {ip} via {server} names {} (not {fqdn})", n.join(", "))),
+        other => Some(format!("no PTR for {ip} via {server}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use node_init_tests::dns::{Mode, TestDns};
+
+use super::*;
+use crate::config;
+use crate::pipeline::{Context, Node};
+use crate::root::Root;
+use crate::runner::Recording;
+
+const FQDN: &str = "node1.maas";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Runs the stage for node1.maas at 127.0.0.1 against `dns`.
+fn run(dns: &TestDns, extra: &str) -> Result<Outcome> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(dir.path()).unwrap();
+    let yaml = format!("dns:\n  nameservers: [\"{}\"]\n{extra}", dns.arg());
+    let config = config::parse(&yaml, "test").unwrap();
+    let runner = Recording::new();
+    let mut cx = Context::new(&root, &config, &runner, false).unwrap();
+    cx.node = Node { fqdn: Some(FQDN.into()), addresses: vec![ip("127.0.0.1"), ip("10.1.2.3")], maas_server: None };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(DnsStage.run(&cx))
+}
+
+fn facts(o: Outcome) -> Facts {
+    match o {
+        Outcome::Done(f) => f,
+        other => panic!("not done: {other:?}"),
+    }
+}
+
+fn error(r: Result<Outcome>) -> String {
+    format!("{:#}", r.expect_err("the stage passed"))
+}
+
+#[test]
+fn passes_when_forward_and_reverse_agree() {
+    let dns = TestDns::start();
+    dns.address(FQDN, ip("10.1.2.3"));
+    dns.ptr(ip("10.1.2.3"), FQDN);
+    let f = facts(run(&dns, "").unwrap());
+    assert_eq!(f["address"], "10.1.2.3");
+    assert_eq!(f["rounds"], 1);
+    assert!(!f.contains_key("warnings"), "{f:?}");
+}
+
+#[test]
+fn nxdomain_fails_after_the_timeout_naming_name_server_and_answer() {
+    let dns = TestDns::start();
+    let started = Instant::now();
+    let err = error(run(&dns, "  timeout: 2s\n"));
+    assert!(err.contains(&format!("node1.maas via {}: NXDOMAIN", dns.addr)), "{err}");
+    assert!(err.contains("still after 2s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(dns.queries() >= 2, "the stage did not retry");
+}
+
+#[test]
+fn an_address_that_is_not_the_nodes_fails() {
+    let dns = TestDns::start();
+    dns.address(FQDN, ip("10.9.9.9"));
+    let err = error(run(&dns, "  timeout: 1s\n"));
+    assert!(err.contains("answered 10.9.9.9, none of which is this node's (127.0.0.1, 10.1.2.3)"), "{err}");
+}
+
+#[test]
+fn a_missing_or_wrong_ptr_is_a_warning() {
+    let dns = TestDns::start();
+    dns.address(FQDN, ip("10.1.2.3"));
+    let f = facts(run(&dns, "").unwrap());
+    assert_eq!(f["warnings"][0], format!("no PTR for 10.1.2.3 via {}: NXDOMAIN", dns.addr));
+
+    dns.ptr(ip("10.1.2.3"), "other.maas");
+    let f = facts(run(&dns, "").unwrap());
+    assert_eq!(f["warnings"][0], format!("PTR of 10.1.2.3 via {} names other.maas (not node1.maas)", dns.addr));
+}
+
+#[test]
+fn servfail_is_reported_as_such() {
+    let dns = TestDns::start();
+    dns.address(FQDN, ip("10.1.2.3"));
+    dns.mode(Mode::ServFail);
+    let err = error(run(&dns, "  timeout: 1s\n"));
+    assert!(err.contains(&format!("node1.maas via {}: SERVFAIL", dns.addr)), "{err}");
+}
+
+#[test]
+fn a_server_that_never_answers_costs_the_timeout_and_no_more() {
+    let dns = TestDns::start();
+    dns.mode(Mode::Silent);
+    let started = Instant::now();
+    let err = error(run(&dns, "  timeout: 2s\n"));
+    assert!(err.contains(&format!("node1.maas via {}: no answer within 2s", dns.addr)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_record_that_appears_late_is_waited_for() {
+    let dns = std::sync::Arc::new(TestDns::start());
+    dns.ptr(ip("10.1.2.3"), FQDN);
+    let late = dns.clone();
+    let adder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        late.address(FQDN, ip("10.1.2.3"));
+    });
+    let started = Instant::now();
+    let f = facts(run(&dns, "  timeout: 30s\n").unwrap());
+    adder.join().unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(f["rounds"].as_u64().unwrap() > 1, "{f:?}");
+    assert_eq!(f["address"], "10.1.2.3");
+}
+
+#[test]
+fn every_required_name_must_resolve() {
+    let dns = TestDns::start();
+    dns.address(FQDN, ip("10.1.2.3"));
+    dns.ptr(ip("10.1.2.3"), FQDN);
+    dns.address("api.spectrocloud.com", ip("10.50.0.1"));
+    assert!(run(&dns, "  require: [api.spectrocloud.com]\n").is_ok());
+    let err = error(run(&dns, "  require: [api.spectrocloud.com, registry.example.com]\n  timeout: 1s\n"));
+    assert!(err.contains(&format!("registry.example.com via {}: NXDOMAIN", dns.addr)), "{err}");
+    assert!(!err.contains("api.spectrocloud.com via"), "{err}");
+}
