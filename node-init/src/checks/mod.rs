@@ -7,9 +7,13 @@
 //! a line in `TABLE`.
 
 mod cidr;
+mod dns;
+mod egress;
 mod kernel;
 mod resources;
+mod vip;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,11 +35,35 @@ pub enum Status {
 pub type Finding = (Status, String);
 
 /// What checks read: the root (for `/proc`, `/sys`), the config, and the
-/// node's addresses, gathered once.
+/// node's facts, gathered once.
 pub struct Facts<'a> {
     pub root: &'a Root,
     pub config: &'a Config,
     pub addresses: Vec<Address>,
+    pub fqdn: Option<String>,
+    /// The MAAS DNS servers (`dns.nameservers`, else resolv.conf's).
+    pub maas_servers: Vec<SocketAddr>,
+    /// resolv.conf's servers: what the rest of the system asks.
+    pub system_servers: Vec<SocketAddr>,
+    /// One network question's deadline: a little less than the run's, so a
+    /// dead server is reported as such rather than as a cut-off check.
+    pub query_timeout: Duration,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of the node `root` describes, for checks that must end
+    /// within `deadline`.
+    pub fn gather(root: &'a Root, config: &'a Config, deadline: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            root,
+            config,
+            addresses: crate::net::local_addresses()?,
+            fqdn: crate::config::fqdn(root, config).ok(),
+            maas_servers: crate::dns::maas_nameservers(root, config),
+            system_servers: crate::dns::system_nameservers(root),
+            query_timeout: deadline.mul_f64(0.9),
+        })
+    }
 }
 
 #[async_trait]
@@ -52,6 +80,14 @@ pub const TABLE: &[&dyn Check] = &[
     &kernel::IpForward,
     &kernel::Modules,
     &cidr::Overlap,
+    &dns::Forward,
+    &dns::Reverse,
+    &dns::Zone,
+    &dns::Delegation,
+    &dns::Require,
+    &egress::Proxy,
+    &egress::Egress,
+    &vip::Vip,
 ];
 
 #[derive(Debug, Clone, Serialize)]

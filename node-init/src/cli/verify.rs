@@ -28,7 +28,7 @@ pub struct Args {
 pub async fn run(a: Args) -> Result<u8> {
     let root = crate::root::Root::host();
     let loaded = config::load(&root, a.config.as_deref())?;
-    let facts = Facts { root: &root, config: &loaded.config, addresses: crate::net::local_addresses()? };
+    let facts = Facts::gather(&root, &loaded.config, a.timeout.0)?;
     let reports = checks::run_all(&facts, a.timeout.0).await;
     let text = match a.output {
         Format::Json => serde_json::to_string_pretty(&as_json(&reports))? + "\n",

@@ -329,6 +329,23 @@ impl ProxyUrl {
     pub fn has_password(&self) -> bool {
         self.0.password().is_some()
     }
+
+    /// The port, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.0.port_or_known_default().unwrap_or(80)
+    }
+
+    /// `user:password` for a `Proxy-Authorization: Basic` header, decoded
+    /// from the URL's percent-encoding; `None` without a user.
+    pub fn credentials(&self) -> Option<Secret<String>> {
+        if self.0.username().is_empty() {
+            return None;
+        }
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let user = decode(self.0.username());
+        let pass = self.0.password().map(decode).unwrap_or_default();
+        Some(Secret::new(format!("{user}:{pass}")))
+    }
 }
 
 impl FromStr for ProxyUrl {
