@@ -8,3 +8,4 @@ mod patch;
 mod rootfs;
 mod user_data;
 mod verify;
+mod verify_net;

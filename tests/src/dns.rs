@@ -71,10 +71,15 @@ pub struct TestDns {
 }
 
 impl TestDns {
+    /// On 127.0.0.1, a random port.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("an address"))
+    }
+
+    pub fn start_on(addr: SocketAddr) -> Self {
         let handler = Handler::default();
         let zone = handler.0.clone();
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a UDP port");
+        let socket = std::net::UdpSocket::bind(addr).expect("binding a UDP port");
         socket.set_nonblocking(true).expect("non-blocking");
         let addr = socket.local_addr().expect("local address");
         let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -2,6 +2,7 @@
 //! snapshots of a root's files, and freshly minted certificates.
 
 pub mod dns;
+pub mod net;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -42,6 +42,9 @@ impl Check for Vip {
             return fail(format!("VIP {vip} is in no local subnet ({})", nets.join(", ")));
         };
         let place = format!("{} on {}", home.net.trunc(), home.interface);
+        if let Some(v) = k.vip.as_ref().filter(|v| v.interface != home.interface) {
+            return fail(format!("VIP {vip} is in {place}, but kubernetes.vip.interface is {}", v.interface));
+        }
         if k.role == Role::Init {
             let wait = ARP_WAIT.min(f.query_timeout);
             return match arp_owner(f, vip, wait).await {

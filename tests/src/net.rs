@@ -1,0 +1,231 @@
+//! Network stand-ins: a network namespace joined to the host by a veth pair
+//! (the "node" inside, the "network" on the host side), an HTTP CONNECT
+//! proxy, and a TLS server with a certificate from a test CA.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A namespace `ni-PID-N` whose `veth` has 10.201.N.2/24 and a default
+/// route via the host side, 10.201.N.1. Removed when dropped.
+pub struct Netns {
+    pub name: String,
+    pub host_if: String,
+    pub node_if: String,
+    pub host_ip: Ipv4Addr,
+    pub node_ip: Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip (apt-get install iproute2)");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(n < 250, "too many namespaces");
+        let pid = std::process::id() % 100_000;
+        let ns = Self {
+            name: format!("ni-{pid}-{n}"),
+            host_if: format!("nh{pid}-{n}"),
+            node_if: format!("nn{pid}-{n}"),
+            host_ip: Ipv4Addr::new(10, 201, n as u8, 1),
+            node_ip: Ipv4Addr::new(10, 201, n as u8, 2),
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns.node_if, "netns", &ns.name]);
+        ip(&["addr", "add", &format!("{}/24", ns.host_ip), "dev", &ns.host_if]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        ns.ip(&["addr", "add", &format!("{}/24", ns.node_ip), "dev", &ns.node_if]);
+        ns.ip(&["link", "set", &ns.node_if, "up"]);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["route", "add", "default", "via", &ns.host_ip.to_string()]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS`.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// An address on the host side of the link (another machine on the
+    /// node's network, as far as the node can tell).
+    pub fn host_address(&self, addr: Ipv4Addr) {
+        ip(&["addr", "add", &format!("{addr}/32"), "dev", &self.host_if]);
+    }
+
+    /// The host-side `/etc/netns/NAME/` that `ip netns exec` mounts over
+    /// `/etc`: where the node's own resolv.conf goes.
+    pub fn etc(&self) -> PathBuf {
+        let p = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&p).expect("creating /etc/netns/NAME");
+        p
+    }
+
+    /// Runs `node-init ARGS` inside the namespace.
+    pub fn node_init(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(crate::bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("NODE_INIT_LOG", "info")
+            .output()
+            .expect("ip netns exec node-init")
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
+    }
+}
+
+/// A tokio runtime on its own thread for stand-in servers; dropping it
+/// stops them.
+pub struct Background {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Background {
+    pub fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        Self { rt: Some(rt) }
+    }
+
+    pub fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        self.rt.as_ref().expect("running").spawn(f);
+    }
+
+    /// Binds a TCP listener (inside the runtime) and returns it.
+    pub fn listen(&self, addr: SocketAddr) -> tokio::net::TcpListener {
+        let rt = self.rt.as_ref().expect("running");
+        rt.block_on(tokio::net::TcpListener::bind(addr)).expect("binding a TCP port")
+    }
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// What the proxy stand-in does with a CONNECT.
+#[derive(Debug, Clone)]
+pub enum ProxyMode {
+    /// Tunnels every CONNECT to this address.
+    Allow(SocketAddr),
+    /// Answers 407 unless `Proxy-Authorization` carries `user:pass`.
+    Auth {
+        user_pass: String,
+        upstream: SocketAddr,
+    },
+    Forbid,
+}
+
+/// An HTTP CONNECT proxy on 127.0.0.1; returns its address.
+pub fn connect_proxy(bg: &Background, mode: ProxyMode) -> SocketAddr {
+    let listener = bg.listen("127.0.0.1:0".parse().expect("addr"));
+    let addr = listener.local_addr().expect("local addr");
+    bg.spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mode = mode.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = client.read_u8().await else { return };
+                    head.push(b);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let upstream = match &mode {
+                    ProxyMode::Allow(up) => Some(*up),
+                    ProxyMode::Auth { user_pass, upstream } => {
+                        use base64::Engine as _;
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass.as_bytes());
+                        let want = format!("proxy-authorization: basic {b64}");
+                        head.to_ascii_lowercase().contains(&want.to_ascii_lowercase()).then_some(*upstream)
+                    }
+                    ProxyMode::Forbid => None,
+                };
+                let Some(up) = upstream else {
+                    let reply = match mode {
+                        ProxyMode::Forbid => "HTTP/1.1 403 Forbidden\r\n\r\n",
+                        _ => "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"t\"\r\n\r\n",
+                    };
+                    let _ = client.write_all(reply.as_bytes()).await;
+                    return;
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(up).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TLS server on `addr` for `names`, with a certificate signed by a new
+/// CA; returns the bound address and the CA as PEM.
+pub fn tls_server(bg: &Background, addr: SocketAddr, names: &[&str]) -> (SocketAddr, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "node-init test egress CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = bg.listen(addr);
+    let bound = listener.local_addr().expect("local addr");
+    bg.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (bound, ca_cert.pem())
+}
