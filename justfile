@@ -26,6 +26,6 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Start-up time and peak memory: node-init status against cloud-init --version.
+# Start-up against cloud-init, and verify against a serial dig+nc preflight.
 bench:
     scripts/bench

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use async_trait::async_trait;
@@ -36,8 +37,19 @@ async fn resolve(f: &Facts<'_>, host: &str) -> Result<IpAddr> {
     answer.addresses().first().copied().ok_or_else(|| anyhow!("resolving {host} via {server}: {answer}"))
 }
 
-async fn connect(addr: SocketAddr, what: &str) -> Result<TcpStream> {
-    TcpStream::connect(addr).await.with_context(|| format!("{what} {addr} refused the connection"))
+/// Runs one step of a check within `limit`, naming the step on a timeout.
+async fn step<T>(limit: Duration, name: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| anyhow!("{name}: no answer within {}", humantime::format_duration(limit)))?
+}
+
+async fn connect(f: &Facts<'_>, addr: SocketAddr, what: &str) -> Result<TcpStream> {
+    let name = format!("TCP to {what} {addr}");
+    step(f.query_timeout, &name, async {
+        TcpStream::connect(addr).await.with_context(|| format!("{what} {addr} refused the connection"))
+    })
+    .await
 }
 
 pub struct Proxy;
@@ -51,7 +63,7 @@ impl Check for Proxy {
         let Some(p) = proxy(f) else { return (Status::Skip, "no proxy configured".into()) };
         let reached = async {
             let addr = SocketAddr::new(resolve(f, p.host()).await?, p.port());
-            connect(addr, "the proxy").await?;
+            connect(f, addr, "the proxy").await?;
             Ok::<_, anyhow::Error>(addr)
         };
         match reached.await {
@@ -98,14 +110,16 @@ async fn reach(f: &Facts<'_>, host: &str, tls: Arc<rustls::ClientConfig>) -> Res
     let stream = match proxy(f) {
         Some(p) => {
             let addr = SocketAddr::new(resolve(f, p.host()).await?, p.port());
-            let mut s = connect(addr, "the proxy").await?;
-            tunnel(&mut s, host, p).await?;
+            let mut s = connect(f, addr, "the proxy").await?;
+            step(f.query_timeout, "CONNECT", tunnel(&mut s, host, p)).await?;
             s
         }
-        None => connect(SocketAddr::new(resolve(f, host).await?, 443), host).await?,
+        None => connect(f, SocketAddr::new(resolve(f, host).await?, 443), host).await?,
     };
     let name = ServerName::try_from(host.to_owned()).map_err(|e| anyhow!("{host:?} is not a TLS server name: {e}"))?;
-    let conn = tokio_rustls::TlsConnector::from(tls).connect(name, stream).await.map_err(|e| tls_error(&e))?;
+    let handshake =
+        async { tokio_rustls::TlsConnector::from(tls).connect(name, stream).await.map_err(|e| tls_error(&e)) };
+    let conn = step(f.query_timeout, "TLS handshake", handshake).await?;
     let (_, session) = conn.get_ref();
     let version = session.protocol_version().map_or_else(|| "TLS".into(), |v| format!("{v:?}"));
     Ok(format!("{host}:443 {version} verified"))
