@@ -1,7 +1,7 @@
 //! `node-init verify` inside a network namespace the test builds: the node
 //! at 10.201.N.2, the MAAS DNS (hickory-server) on the host side at
 //! 10.201.N.1:53, real routes, a VIP that is free or held, an API port that
-//! is open or closed; and egress through a CONNECT proxy on loopback to a
+//! is open or closed; and egress through a CONNECT proxy on the host side to a
 //! TLS server whose CA is the proxy CA.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -194,27 +194,27 @@ fn the_vip_before_a_join_must_accept_tcp() {
 
 #[test]
 fn egress_goes_through_the_proxy_and_names_the_failing_step() {
+    let w = World::new();
     let bg = Background::new();
-    let (tls, ca) = tls_server(&bg, "127.0.0.1:0".parse().unwrap(), &["api.example.test"]);
-    let (_, other_ca) = tls_server(&bg, "127.0.0.1:0".parse().unwrap(), &["api.example.test"]);
-    let allow = connect_proxy(&bg, ProxyMode::Allow(tls));
-    let auth = connect_proxy(&bg, ProxyMode::Auth { user_pass: "u:p@ss".into(), upstream: tls });
-    let forbid = connect_proxy(&bg, ProxyMode::Forbid);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let dns = TestDns::start();
-    let dir = tempfile::tempdir().unwrap();
+    let side = |port: u16| SocketAddr::new(IpAddr::V4(w.ns.host_ip), port);
+    let (tls, ca) = tls_server(&bg, side(0), &["api.example.test"]);
+    let (_, other_ca) = tls_server(&bg, side(0), &["api.example.test"]);
+    let allow = connect_proxy(&bg, side(0), ProxyMode::Allow(tls));
+    let auth = connect_proxy(&bg, side(0), ProxyMode::Auth { user_pass: "u:p@ss".into(), upstream: tls });
+    let forbid = connect_proxy(&bg, side(0), ProxyMode::Forbid);
+    let closed = std::net::TcpListener::bind(side(0)).unwrap().local_addr().unwrap();
     let run = |proxy: &str, ca: &str| {
-        let cfg = dir.path().join("c.yaml");
+        let cfg = w.dir.path().join("c.yaml");
         std::fs::write(
             &cfg,
             format!(
                 "hostname: {FQDN}\ndns:\n  nameservers: [\"{}\"]\n  require: [api.example.test]\nproxy:\n  https: {proxy}\n  ca_cert: |\n{}",
-                dns.arg(),
+                w.ns.host_ip,
                 yaml_block(ca, 4)
             ),
         )
         .unwrap();
-        let out = node_init(&["verify", "--config", cfg.to_str().unwrap(), "--output", "json", "--timeout", "5s"]);
+        let out = w.ns.node_init(&["verify", "--config", cfg.to_str().unwrap(), "--output", "json", "--timeout", "5s"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let e = check(&v, "egress");
         let p = check(&v, "proxy");

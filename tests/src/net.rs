@@ -148,9 +148,9 @@ pub enum ProxyMode {
     Forbid,
 }
 
-/// An HTTP CONNECT proxy on 127.0.0.1; returns its address.
-pub fn connect_proxy(bg: &Background, mode: ProxyMode) -> SocketAddr {
-    let listener = bg.listen("127.0.0.1:0".parse().expect("addr"));
+/// An HTTP CONNECT proxy on `addr`; returns the bound address.
+pub fn connect_proxy(bg: &Background, addr: SocketAddr, mode: ProxyMode) -> SocketAddr {
+    let listener = bg.listen(addr);
     let addr = listener.local_addr().expect("local addr");
     bg.spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
