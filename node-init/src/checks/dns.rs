@@ -2,40 +2,38 @@
 //! costs one timeout: the FQDN forward and reverse, the zone's SOA, the
 //! delegation (the system resolver agrees with MAAS), and `dns.require`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
 
-use super::{Check, Facts, Finding, Status, fail, pass};
+use super::{Check, Facts, Finding, Status, every, fail, pass};
 use crate::dns::{Answer, Server};
 use crate::stages::dns::{forward_verdict, reverse_warning};
 
-fn servers(list: &[SocketAddr], f: &Facts<'_>) -> Vec<Server> {
-    list.iter().map(|a| Server::new(*a, f.query_timeout)).collect()
-}
-
-/// The FQDN and the MAAS servers, or why the check is skipped or failed.
-fn inputs<'f>(f: &'f Facts<'_>) -> Result<(&'f str, Vec<Server>), Finding> {
-    let Some(fqdn) = f.fqdn.as_deref() else { return Err(fail("the node's FQDN is unknown: set hostname")) };
+/// The MAAS DNS servers to ask, or the failure when there is none.
+fn maas(f: &Facts<'_>) -> Result<Vec<Server>, Finding> {
     if f.maas_servers.is_empty() {
         return Err(fail("no DNS server: set dns.nameservers or /etc/resolv.conf"));
     }
-    Ok((fqdn, servers(&f.maas_servers, f)))
+    Ok(f.maas_servers.iter().map(|a| Server::new(*a, f.query_timeout)).collect())
+}
+
+/// The FQDN and the MAAS servers, or why the check failed.
+fn inputs<'f>(f: &'f Facts<'_>) -> Result<(&'f str, Vec<Server>), Finding> {
+    let Some(fqdn) = f.fqdn.as_deref() else { return Err(fail("the node's FQDN is unknown: set hostname")) };
+    Ok((fqdn, maas(f)?))
 }
 
 fn own(f: &Facts<'_>) -> Vec<IpAddr> {
     f.addresses.iter().map(|a| a.net.addr()).collect()
 }
 
-/// Folds per-server results: every server must pass.
+/// Every server must pass.
 fn all(results: Vec<Result<String, String>>, what: &str) -> Finding {
-    let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
-    if failed.is_empty() {
-        let ok: Vec<String> = results.into_iter().filter_map(Result::ok).collect();
-        pass(format!("{what}: {}", ok.join("; ")))
-    } else {
-        fail(failed.join("; "))
+    match every(results) {
+        Ok(ok) => pass(format!("{what}: {}", ok.join("; "))),
+        Err(failed) => fail(failed),
     }
 }
 
@@ -98,10 +96,11 @@ impl Check for Zone {
     }
     async fn run(&self, f: &Facts<'_>) -> Finding {
         let zone = f.config.dns.domain.as_str();
-        if f.maas_servers.is_empty() {
-            return fail("no DNS server: set dns.nameservers or /etc/resolv.conf");
-        }
-        let results = join_all(servers(&f.maas_servers, f).into_iter().map(|s| async move {
+        let servers = match maas(f) {
+            Ok(s) => s,
+            Err(finding) => return finding,
+        };
+        let results = join_all(servers.into_iter().map(|s| async move {
             match s.soa(zone).await {
                 Answer::Names(n) => Ok(format!("{} via {}", n.join(", "), s.addr)),
                 other => Err(format!("SOA of {zone} via {}: {other}", s.addr)),
@@ -156,10 +155,10 @@ impl Check for Require {
         if names.is_empty() {
             return (Status::Skip, "dns.require is empty".into());
         }
-        if f.maas_servers.is_empty() {
-            return fail("no DNS server: set dns.nameservers or /etc/resolv.conf");
-        }
-        let servers = servers(&f.maas_servers, f);
+        let servers = match maas(f) {
+            Ok(s) => s,
+            Err(finding) => return finding,
+        };
         let asks = servers.iter().flat_map(|s| names.iter().map(move |n| (s, n.as_str())));
         let results = join_all(asks.map(|(s, n)| async move {
             match s.addresses(n).await {

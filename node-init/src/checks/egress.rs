@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Check, Facts, Finding, Status, fail, pass};
+use super::{Check, Facts, Finding, Status, every, fail, pass};
 use crate::config::values::ProxyUrl;
 use crate::dns::Server;
 
@@ -91,16 +91,10 @@ impl Check for Egress {
         };
         let results = join_all(names.iter().map(|n| reach(f, n.as_str(), tls.clone()))).await;
         let via = proxy(f).map_or_else(|| "directly".to_owned(), |p| format!("through {p}"));
-        let failed: Vec<String> = results
-            .iter()
-            .zip(names)
-            .filter_map(|(r, n)| r.as_ref().err().map(|e| format!("{n}:443: {e:#}")))
-            .collect();
-        if failed.is_empty() {
-            let ok: Vec<String> = results.into_iter().filter_map(Result::ok).collect();
-            pass(format!("{} {via}", ok.join(", ")))
-        } else {
-            fail(failed.join("; "))
+        let results = results.into_iter().zip(names).map(|(r, n)| r.map_err(|e| format!("{n}:443: {e:#}"))).collect();
+        match every(results) {
+            Ok(ok) => pass(format!("{} {via}", ok.join(", "))),
+            Err(failed) => fail(failed),
         }
     }
 }

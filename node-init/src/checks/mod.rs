@@ -112,6 +112,12 @@ pub async fn run_all(facts: &Facts<'_>, deadline: Duration) -> Vec<Report> {
     futures_util::future::join_all(runs).await
 }
 
+/// The successes when every result is one, else the failures joined.
+pub fn every(results: Vec<Result<String, String>>) -> Result<Vec<String>, String> {
+    let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+    if failed.is_empty() { Ok(results.into_iter().filter_map(Result::ok).collect()) } else { Err(failed.join("; ")) }
+}
+
 pub fn pass(reason: impl Into<String>) -> Finding {
     (Status::Pass, reason.into())
 }

@@ -100,10 +100,15 @@ impl Stage for PatchStage {
     }
 }
 
+/// `cmd` with the environment that keeps apt, dpkg and ucf from asking.
+fn noninteractive(cmd: Cmd) -> Cmd {
+    APT_ENV.iter().fold(cmd, |c, (k, v)| c.env(k, v))
+}
+
 fn apt(args: &[&str], timeout: Duration) -> Cmd {
     let mut argv = vec!["apt-get", "-q"];
     argv.extend_from_slice(args);
-    APT_ENV.iter().fold(Cmd::new(argv, timeout), |c, (k, v)| c.env(k, v))
+    noninteractive(Cmd::new(argv, timeout))
 }
 
 /// Runs `cmd` until it succeeds, at most `REFRESH.attempts` times within
@@ -139,8 +144,10 @@ async fn apt_upgrade(cx: &Context<'_>, lock_timeout: Duration) -> Result<Option<
     let Some(mut out) = cx.exec(&upgrade).await? else { return Ok(None) };
     if !out.success() && out.stderr.contains("dpkg --configure -a") {
         tracing::warn!("dpkg was interrupted earlier; running `dpkg --configure -a` once");
-        let repair = Cmd::new(["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"], UPGRADE_TIMEOUT);
-        let repair = APT_ENV.iter().fold(repair, |c, (k, v)| c.env(k, v));
+        let repair = noninteractive(Cmd::new(
+            ["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"],
+            UPGRADE_TIMEOUT,
+        ));
         if let Some(r) = cx.exec(&repair).await? {
             r.check(&repair).context("repairing the interrupted dpkg state")?;
         }
