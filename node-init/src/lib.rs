@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod distro;
 pub mod dns;
+pub mod jws;
 pub mod logging;
 pub mod maas;
 pub mod net;

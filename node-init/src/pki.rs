@@ -64,6 +64,18 @@ pub fn check_ca(der: &[u8], now: i64) -> Result<()> {
 
 /// Checks that `pem` holds exactly one private key block, without keeping
 /// or printing any of it.
+/// Whether a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) is the one
+/// whose public half is in the certificate.
+pub fn key_matches_certificate(cert_der: &[u8], key_pem: &[u8]) -> Result<bool> {
+    let (_, cert) = X509Certificate::from_der(cert_der).context("parsing certificate")?;
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    let der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| anyhow::anyhow!("not a PEM private key"))?;
+    let key = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|_| anyhow::anyhow!("unusable private key (expected RSA, ECDSA or Ed25519)"))?;
+    let spki = key.public_key().ok_or_else(|| anyhow::anyhow!("the private key does not give its public key"))?;
+    Ok(spki.as_ref() == cert.public_key().raw)
+}
+
 pub fn check_private_key_pem(pem: &[u8]) -> Result<()> {
     let mut keys = 0;
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
@@ -80,5 +92,27 @@ pub fn check_private_key_pem(pem: &[u8]) -> Result<()> {
         1 => Ok(()),
         0 => bail!("no PEM private key found (expected -----BEGIN PRIVATE KEY-----)"),
         n => bail!("{n} private keys found, expected one"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pki/");
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}{name}")).unwrap()
+    }
+
+    #[test]
+    fn keys_in_every_kubeadm_format_are_matched_to_their_certificate() {
+        let rsa = pem_certificates(&fixture("ca-rsa.crt")).unwrap().remove(0);
+        let ec = pem_certificates(&fixture("ca-ec.crt")).unwrap().remove(0);
+        assert!(key_matches_certificate(&rsa, &fixture("ca-rsa-pkcs1.key")).unwrap());
+        assert!(key_matches_certificate(&ec, &fixture("ca-ec-sec1.key")).unwrap());
+        assert!(!key_matches_certificate(&rsa, &fixture("ca-ec-sec1.key")).unwrap());
+        assert!(!key_matches_certificate(&ec, &fixture("ca-rsa-pkcs1.key")).unwrap());
+        assert!(key_matches_certificate(&ec, b"not a key").is_err());
     }
 }

@@ -133,6 +133,17 @@ pub struct Kubernetes {
     pub certificate_key: Option<CertKey>,
     pub ca: Option<ClusterCa>,
     pub vip: Option<Vip>,
+    /// How long a join waits for the API server's cluster-info (the VIP
+    /// comes up only once the init node has run `kubeadm init`).
+    #[serde(default = "default_discovery_timeout")]
+    pub discovery_timeout: Dur,
+    /// Extra kubelet flags (without `--`), e.g. `provider-id`, `node-labels`.
+    #[serde(default)]
+    pub kubelet_extra_args: std::collections::BTreeMap<String, String>,
+}
+
+fn default_discovery_timeout() -> Dur {
+    Dur(Duration::from_secs(300))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +157,15 @@ pub struct ClusterCa {
 #[serde(deny_unknown_fields)]
 pub struct Vip {
     pub interface: String,
+    /// The kube-vip image; a mirror's copy on an air-gapped network.
+    #[serde(default = "default_kube_vip_image")]
+    pub image: String,
+}
+
+pub const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v0.8.10";
+
+fn default_kube_vip_image() -> String {
+    KUBE_VIP_IMAGE.to_owned()
 }
 
 pub fn default_pod_cidr() -> Cidr {
@@ -240,6 +260,47 @@ impl Config {
         if k.vip.as_ref().is_some_and(|v| v.interface.is_empty() || v.interface.len() > 15 || v.interface.contains('/'))
         {
             return err("kubernetes.vip.interface", "expected a network interface name such as eth0".into());
+        }
+        if k.vip.is_some() && k.endpoint.ip().is_none() {
+            return err(
+                "kubernetes.endpoint",
+                format!(
+                    "{} names a host; kube-vip holds an address, so with vip set the endpoint is VIP:port",
+                    k.endpoint
+                ),
+            );
+        }
+        if k.vip.as_ref().is_some_and(|v| v.image.is_empty() || v.image.chars().any(char::is_whitespace)) {
+            return err(
+                "kubernetes.vip.image",
+                "expected an image reference such as ghcr.io/kube-vip/kube-vip:v0.8.10".into(),
+            );
+        }
+        for (flag, value) in &k.kubelet_extra_args {
+            let ok = !flag.is_empty()
+                && !flag.starts_with('-')
+                && flag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return err(
+                    &format!("kubernetes.kubelet_extra_args.{flag}"),
+                    "expected a kubelet flag name without dashes in front, e.g. node-labels".into(),
+                );
+            }
+            if value.contains('\n') {
+                return err(&format!("kubernetes.kubelet_extra_args.{flag}"), "a flag value is one line".into());
+            }
+        }
+        if let (Role::Init, Some(ca)) = (k.role, &k.ca) {
+            match crate::pki::key_matches_certificate(&ca.cert.der[0], ca.key.0.expose().as_bytes()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return err("kubernetes.ca.key", "does not belong to kubernetes.ca.cert (value redacted)".into());
+                }
+                Err(e) => return err("kubernetes.ca.key", format!("{e:#} (value redacted)")),
+            }
+            if let Err(e) = crate::pki::check_ca(&ca.cert.der[0], now) {
+                return err("kubernetes.ca.cert", format!("{e:#}"));
+            }
         }
         Ok(())
     }
