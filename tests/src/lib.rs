@@ -2,6 +2,7 @@
 //! snapshots of a root's files, and freshly minted certificates.
 
 pub mod dns;
+pub mod kube;
 pub mod net;
 
 use std::collections::BTreeMap;

@@ -5,9 +5,11 @@
 //! changes: `run`, `--only/--skip` and `status` all read the table.
 
 pub mod dns;
+pub mod kubernetes;
 pub mod patch;
 pub mod proxy;
 
 use crate::pipeline::Stage;
 
-pub const TABLE: &[&dyn Stage] = &[&proxy::ProxyStage, &patch::PatchStage, &dns::DnsStage];
+pub const TABLE: &[&dyn Stage] =
+    &[&proxy::ProxyStage, &patch::PatchStage, &dns::DnsStage, &kubernetes::KubernetesStage];

@@ -1,0 +1,230 @@
+//! Stage `kubernetes`: join the cluster behind the API-server VIP, or
+//! initialise its first control-plane node (DESIGN.md §pipeline step 4).
+//!
+//! Join (`control-plane`, `worker`): node-init's own token discovery first
+//! ([`discovery`]), so a wrong token, pin, proxy or VIP is a verdict in
+//! seconds and kubeadm is never called on a mismatch. Then `kubeadm join`
+//! with a rendered JoinConfiguration, a bounded number of times, with
+//! `kubeadm reset -f` between attempts.
+//!
+//! Init: the pre-seeded CA into `/etc/kubernetes/pki`, kube-vip's static
+//! pod for the VIP, InitConfiguration + ClusterConfiguration, `kubeadm init
+//! --upload-certs`; on 1.29+ kube-vip is pointed back at admin.conf after.
+//!
+//! Both end by writing Cluster API's `bootstrap-success.complete`. The
+//! rendered kubeadm config holds the token and certificate key, so it is
+//! 0600 beside node-init's own config, and no secret reaches a log or the
+//! stage's facts.
+
+pub mod discovery;
+pub mod render;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::config::values::KubeVersion;
+use crate::config::{Config, Kubernetes, Role};
+use crate::pipeline::{Context, Facts, Outcome, Stage};
+use crate::retry::Backoff;
+use crate::runner::{Cmd, tail};
+
+pub const KUBEADM_CONFIG: &str = "/etc/node-init/kubeadm.yaml";
+pub const BOOTSTRAP_SUCCESS: &str = "/run/cluster-api/bootstrap-success.complete";
+pub const CA_CERT: &str = "/etc/kubernetes/pki/ca.crt";
+pub const CA_KEY: &str = "/etc/kubernetes/pki/ca.key";
+
+/// Files a previous, interrupted kubeadm run leaves behind; kubeadm's
+/// preflight refuses to start over them.
+const LEFTOVERS: [&str; 4] = [
+    "/etc/kubernetes/kubelet.conf",
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/manifests/kube-apiserver.yaml",
+    "/etc/kubernetes/manifests/etcd.yaml",
+];
+
+/// kubeadm itself: three attempts, about 5 s then 10 s (with jitter) between;
+/// the reset in between takes longer than that.
+const ATTEMPTS: Backoff = Backoff { first: Duration::from_secs(5), max: Duration::from_secs(30), attempts: 3 };
+const KUBEADM_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const RESET_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct KubernetesStage;
+
+#[async_trait]
+impl Stage for KubernetesStage {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    /// Only the role and the endpoint: rerunning kubeadm resets the node,
+    /// so a changed version or token on a node already in the cluster is
+    /// not a reason to do it again.
+    fn inputs(&self, c: &Config) -> String {
+        c.kubernetes
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |k| format!("role={:?} endpoint={}", k.role, k.endpoint))
+    }
+
+    async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
+        let Some(k) = &cx.config.kubernetes else {
+            return Ok(Outcome::Skipped("no kubernetes key in the config".into()));
+        };
+        let version = match k.version {
+            Some(v) => v,
+            None => kubeadm_version(cx).await?,
+        };
+        let mut facts = Facts::new();
+        facts.insert("role".into(), k.role.as_str().into());
+        facts.insert("kubernetes_version".into(), version.to_string().into());
+        facts.insert("kubeadm_api".into(), render::api_version(version).into());
+        facts.insert("endpoint".into(), k.endpoint.to_string().into());
+        match k.role {
+            Role::Init => init(cx, k, version, &mut facts).await?,
+            Role::ControlPlane | Role::Worker => join(cx, k, version, &mut facts).await?,
+        }
+        if cx.dry_run {
+            return Ok(Outcome::Done(facts));
+        }
+        cx.write(BOOTSTRAP_SUCCESS, b"success\n", 0o644)?;
+        let summary = match k.role {
+            Role::Init => format!("initialised the cluster at {} ({version})", k.endpoint),
+            role => format!("joined {} as {} ({version})", k.endpoint, role.as_str()),
+        };
+        facts.insert("summary".into(), summary.into());
+        Ok(Outcome::Done(facts))
+    }
+}
+
+/// The version kubeadm was built for, when the config names none: init
+/// must not let kubeadm look up "stable" on the internet.
+async fn kubeadm_version(cx: &Context<'_>) -> Result<KubeVersion> {
+    let cmd = Cmd::new(["kubeadm", "version", "-o", "short"], VERSION_TIMEOUT);
+    let out = cx
+        .runner
+        .run(&cmd)
+        .await
+        .and_then(|o| o.check(&cmd))
+        .context("asking kubeadm for its version (is kubeadm installed? or set kubernetes.version)")?;
+    out.stdout.trim().parse().map_err(|e: String| anyhow::anyhow!("`{cmd}` printed {e}"))
+}
+
+/// The node's name in the cluster: its FQDN, as MAAS's `local-hostname`
+/// gives it (what Cluster API's MAAS templates use), else kubeadm's default.
+fn node_name<'a>(cx: &'a Context<'_>) -> Option<&'a str> {
+    cx.node.fqdn.as_deref()
+}
+
+async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, facts: &mut Facts) -> Result<()> {
+    let addr = resolve(cx, k).await?;
+    let found = discovery::discover(k, addr, k.discovery_timeout.0).await?;
+    tracing::info!(server = %found.server, pin = %found.pin, "cluster-info is signed with this token and its CA is pinned");
+    facts.insert("discovery_attempts".into(), found.attempts.into());
+    facts.insert("ca_pin".into(), found.pin.into());
+    facts.insert("api_server".into(), found.server.into());
+    cx.write(KUBEADM_CONFIG, render::join_config(k, v, node_name(cx)).as_bytes(), 0o600)?;
+    let argv = ["kubeadm", "join", "--config", KUBEADM_CONFIG];
+    let attempts = kubeadm(cx, &argv, || Ok(())).await?;
+    facts.insert("kubeadm_attempts".into(), attempts.into());
+    if k.role == Role::ControlPlane {
+        if k.vip.is_some() {
+            cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, render::ADMIN_CONF).as_bytes(), 0o600)?;
+        } else {
+            tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP");
+        }
+    }
+    Ok(())
+}
+
+async fn init(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, facts: &mut Facts) -> Result<()> {
+    let ca = k.ca.as_ref().expect("validated: init has a CA");
+    let during = if render::kube_vip_needs_super_admin(v) { render::SUPER_ADMIN_CONF } else { render::ADMIN_CONF };
+    cx.write(KUBEADM_CONFIG, render::init_config(k, v, node_name(cx)).as_bytes(), 0o600)?;
+    // kubeadm reset empties /etc/kubernetes, so every attempt lays these
+    // down again.
+    let prepare = || -> Result<()> {
+        cx.write(CA_CERT, ca.cert.pem.as_bytes(), 0o644)?;
+        cx.write(CA_KEY, ca.key.0.expose().as_bytes(), 0o600)?;
+        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, during).as_bytes(), 0o600)?;
+        Ok(())
+    };
+    let argv = ["kubeadm", "init", "--config", KUBEADM_CONFIG, "--upload-certs"];
+    let attempts = kubeadm(cx, &argv, prepare).await?;
+    facts.insert("kubeadm_attempts".into(), attempts.into());
+    if during != render::ADMIN_CONF {
+        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, render::ADMIN_CONF).as_bytes(), 0o600)?;
+        tracing::info!("kube-vip now reads admin.conf");
+    }
+    facts.insert("kube_vip".into(), render::KUBE_VIP_MANIFEST.into());
+    Ok(())
+}
+
+/// Runs `kubeadm init|join` up to [`ATTEMPTS`] times, `kubeadm reset -f`
+/// before each retry and before the first attempt when an interrupted run
+/// left files behind. `prepare` runs before every attempt. Returns the
+/// number of attempts made.
+async fn kubeadm(cx: &Context<'_>, argv: &[&str], prepare: impl Fn() -> Result<()>) -> Result<u32> {
+    let cmd = Cmd::new(argv.iter().copied(), KUBEADM_TIMEOUT);
+    if let Some(left) = LEFTOVERS.iter().find(|p| cx.root.exists(p)) {
+        tracing::warn!(file = left, "an earlier kubeadm run left files behind; resetting first");
+        reset(cx).await?;
+    }
+    let deadline = Instant::now() + KUBEADM_TIMEOUT * ATTEMPTS.attempts + ATTEMPTS.max * ATTEMPTS.attempts;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        prepare()?;
+        let Some(out) = cx.exec(&cmd).await? else { return Ok(attempt) };
+        if out.success() {
+            tracing::info!(attempt, "`{cmd}` succeeded");
+            return Ok(attempt);
+        }
+        let status = out.code.map_or_else(|| "was killed".to_owned(), |c| format!("exited with {c}"));
+        let output = tail(&format!("{}\n{}", out.stdout, out.stderr), 15);
+        tracing::warn!(attempt, %status, output = %output, "`{cmd}` failed");
+        if attempt >= ATTEMPTS.attempts {
+            bail!("`{cmd}` failed {attempt} times; the last one {status}: {output}");
+        }
+        reset(cx).await?;
+        if !ATTEMPTS.wait(attempt, deadline).await {
+            bail!("`{cmd}` {status} and there is no time left to retry: {output}");
+        }
+    }
+}
+
+async fn reset(cx: &Context<'_>) -> Result<()> {
+    let cmd = Cmd::new(["kubeadm", "reset", "-f"], RESET_TIMEOUT);
+    if let Some(out) = cx.exec(&cmd).await? {
+        out.check(&cmd)?;
+    }
+    Ok(())
+}
+
+/// The endpoint's address: itself when it is an IP, else asked of the
+/// system's nameservers (never glibc's resolver).
+async fn resolve(cx: &Context<'_>, k: &Kubernetes) -> Result<SocketAddr> {
+    if let Some(ip) = k.endpoint.ip() {
+        return Ok(SocketAddr::new(ip, k.endpoint.port));
+    }
+    let servers = crate::dns::system_nameservers(cx.root);
+    if servers.is_empty() {
+        bail!("kubernetes.endpoint {} is a name and /etc/resolv.conf lists no nameserver", k.endpoint);
+    }
+    let mut answers = Vec::new();
+    for s in servers {
+        let answer = crate::dns::Server::new(s, RESOLVE_TIMEOUT).addresses(&k.endpoint.host).await;
+        if let Some(ip) = answer.addresses().first() {
+            return Ok(SocketAddr::new(*ip, k.endpoint.port));
+        }
+        answers.push(format!("{s}: {answer}"));
+    }
+    bail!("kubernetes.endpoint {} does not resolve ({})", k.endpoint.host, answers.join("; "))
+}
+
+#[cfg(test)]
+mod tests;
