@@ -9,6 +9,8 @@ const TOKEN_SECRET: &str = "zz9secretzz9secr";
 fn table() -> Vec<(&'static str, String, &'static str, Option<&'static str>)> {
     let (leaf, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, false);
     let expired = expired_ca();
+    let other_key = rcgen::KeyPair::generate().expect("key").serialize_pem();
+    let other_key_line: &'static str = other_key.lines().nth(1).expect("a PEM body").to_owned().leak();
     let worker = "kubernetes:\n  role: worker\n  endpoint: 10.0.0.1:6443\n  token: abcdef.0123456789abcdef\n  ca_cert_hashes: [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]\n";
     vec![
         ("unknown top-level key", "hostnme: a.maas\n".into(), "unknown field `hostnme`", None),
@@ -95,6 +97,30 @@ fn table() -> Vec<(&'static str, String, &'static str, Option<&'static str>)> {
                 yaml_block(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, true).0, 6)
             ),
             "kubernetes.ca.key",
+            None,
+        ),
+        (
+            "CA key of another CA",
+            format!(
+                "{}  certificate_key: {}\n  vip: {{interface: eth0}}\n  ca:\n    cert: |\n{}    key: |\n{}",
+                worker.replace("worker", "init"),
+                "ab".repeat(32),
+                yaml_block(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, true).0, 6),
+                yaml_block(&other_key, 6)
+            ),
+            "kubernetes.ca.key",
+            Some(other_key_line),
+        ),
+        (
+            "VIP with a named endpoint",
+            format!("{}  vip: {{interface: eth0}}\n", worker.replace("10.0.0.1:6443", "api.maas:6443")),
+            "kubernetes.endpoint",
+            None,
+        ),
+        (
+            "kubelet flag with dashes",
+            format!("{worker}  kubelet_extra_args: {{--node-labels: a=b}}\n"),
+            "kubernetes.kubelet_extra_args.--node-labels",
             None,
         ),
     ]

@@ -5,7 +5,9 @@
 
 mod cert_hash;
 mod run;
+mod secrets;
 mod status;
+mod userdata;
 mod verify;
 
 use std::io::Write;
@@ -46,6 +48,8 @@ enum Command {
     Status(status::Args),
     Verify(verify::Args),
     CertHash(cert_hash::Args),
+    Secrets(secrets::Args),
+    Userdata(userdata::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -70,6 +74,8 @@ pub fn main() -> ExitCode {
             Command::Status(a) => status::run(a),
             Command::Verify(a) => verify::run(a).await,
             Command::CertHash(a) => cert_hash::run(a),
+            Command::Secrets(a) => secrets::run(a),
+            Command::Userdata(a) => userdata::run(a),
         }
     });
     match result {

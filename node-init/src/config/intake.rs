@@ -82,11 +82,46 @@ pub fn from_user_data(bytes: &[u8], origin: &str) -> Result<Option<Config>, Conf
     #[derive(Deserialize)]
     struct UserData {
         node_init: Option<serde_json::Value>,
+        #[serde(default)]
+        write_files: Vec<serde_json::Value>,
     }
     let doc = parse_yaml_value(&cloud_config, origin)?;
     let ud: UserData = serde_json::from_value(doc)
         .map_err(|_| config_error(origin, "(user data)", "a #cloud-config document is a mapping"))?;
-    ud.node_init.map(|v| from_value(v, origin)).transpose()
+    if let Some(v) = ud.node_init {
+        return from_value(v, origin).map(Some);
+    }
+    // What `node-init userdata` renders: cloud-init writes the file before
+    // node-init starts, but an image configured with `--root` has only the
+    // user data.
+    let Some(entry) = ud.write_files.iter().find(|f| f.get("path").and_then(|p| p.as_str()) == Some(CONFIG_PATH))
+    else {
+        return Ok(None);
+    };
+    let origin = format!("{origin} (write_files {CONFIG_PATH})");
+    let text = write_files_content(entry).map_err(|e| config_error(&origin, "(user data)", format!("{e:#}")))?;
+    parse(&text, &origin).map(Some)
+}
+
+/// A `write_files` entry's content, decoded as cloud-init does for the
+/// encodings it accepts.
+fn write_files_content(entry: &serde_json::Value) -> Result<String> {
+    use base64::Engine;
+    let content = entry.get("content").and_then(|c| c.as_str()).unwrap_or_default();
+    let encoding = entry.get("encoding").and_then(|c| c.as_str()).unwrap_or("text/plain").to_ascii_lowercase();
+    let b64 = || {
+        base64::engine::general_purpose::STANDARD
+            .decode(content.split_whitespace().collect::<String>())
+            .context("content is not base64")
+    };
+    let bytes = match encoding.as_str() {
+        "text/plain" => content.as_bytes().to_vec(),
+        "b64" | "base64" => b64()?,
+        "gz" | "gzip" => gunzip_if_compressed(content.as_bytes())?,
+        "gz+b64" | "gz+base64" | "gzip+b64" | "gzip+base64" => gunzip_if_compressed(&b64()?)?,
+        other => anyhow::bail!("unknown write_files encoding {other:?}"),
+    };
+    String::from_utf8(bytes).context("content is not UTF-8")
 }
 
 /// The text of the `#cloud-config` document in user data: gunzipped if

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::options::DuplicateKeyPolicy;
 
-pub use intake::{Loaded, Origin, fqdn, load};
+pub use intake::{CONFIG_PATH, Loaded, Origin, USER_DATA_PATH, fqdn, load};
 use values::*;
 
 /// A rejected configuration: exit code 2, nothing was changed.
