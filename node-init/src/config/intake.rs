@@ -245,6 +245,29 @@ mod tests {
     }
 
     #[test]
+    fn write_files_of_the_config_path_is_read_plain_base64_or_gzipped() {
+        use base64::Engine;
+        let config = "dns:\n  domain: lab\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(config);
+        let gzb64 = base64::engine::general_purpose::STANDARD.encode(gz(config.as_bytes()));
+        for (encoding, content) in
+            [("text/plain", serde_json::to_string(config).unwrap()), ("b64", b64), ("gz+b64", gzb64)]
+        {
+            let ud = format!(
+                "#cloud-config\nwrite_files:\n- path: /etc/other\n  content: x\n- path: {CONFIG_PATH}\n  \
+                 encoding: {encoding}\n  content: {content}\n"
+            );
+            let c = from_user_data(ud.as_bytes(), "ud").unwrap().unwrap_or_else(|| panic!("{encoding}: not found"));
+            assert_eq!(c.dns.domain.as_str(), "lab", "{encoding}");
+        }
+        let bad =
+            format!("#cloud-config\nwrite_files:\n- path: {CONFIG_PATH}\n  content: \"dns: {{domain: 'a b'}}\"\n");
+        let err = from_user_data(bad.as_bytes(), "ud").unwrap_err();
+        assert!(err.to_string().contains("(write_files /etc/node-init/config.yaml)"), "{err}");
+        assert_eq!(err.key, "dns.domain");
+    }
+
+    #[test]
     fn fqdn_order() {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
