@@ -185,7 +185,7 @@ async fn kubeadm(cx: &Context<'_>, argv: &[&str], prepare: impl Fn() -> Result<(
             return Ok(attempt);
         }
         let status = out.code.map_or_else(|| "was killed".to_owned(), |c| format!("exited with {c}"));
-        let output = tail(&format!("{}\n{}", out.stdout, out.stderr), 15);
+        let output = redact(&tail(&format!("{}\n{}", out.stdout, out.stderr), 15), &cx.config.kubernetes);
         tracing::warn!(attempt, %status, output = %output, "`{cmd}` failed");
         if attempt >= ATTEMPTS.attempts {
             bail!("`{cmd}` failed {attempt} times; the last one {status}: {output}");
@@ -195,6 +195,18 @@ async fn kubeadm(cx: &Context<'_>, argv: &[&str], prepare: impl Fn() -> Result<(
             bail!("`{cmd}` {status} and there is no time left to retry: {output}");
         }
     }
+}
+
+/// kubeadm prints join commands with the token and the certificate key in
+/// them; its output reaches the log only through here.
+fn redact(text: &str, k: &Option<Kubernetes>) -> String {
+    let Some(k) = k else { return text.to_owned() };
+    let secrets = k
+        .token
+        .iter()
+        .map(|t| t.secret.expose().as_str())
+        .chain(k.certificate_key.iter().map(|c| c.0.expose().as_str()));
+    secrets.fold(text.to_owned(), |t, s| t.replace(s, "<redacted>"))
 }
 
 async fn reset(cx: &Context<'_>) -> Result<()> {

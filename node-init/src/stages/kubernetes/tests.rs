@@ -288,13 +288,15 @@ fn kubeadm_failing_every_time_gives_up_with_its_output() {
     let ca = ClusterCa::new();
     let w = World::new();
     for _ in 0..3 {
-        w.runner.answer(1, "", "[ERROR CRI]: container runtime is not running\n");
+        let hint = format!("kubeadm join 10.11.12.100:6443 --token {TOKEN} --certificate-key {CERT_KEY}\n");
+        w.runner.answer(1, &hint, "[ERROR CRI]: container runtime is not running\n");
         w.runner.answer(0, "", "");
     }
     assert_eq!(w.run(&init_yaml("  version: v1.31.4\n", &ca), true), 1);
     assert_eq!(w.runner.calls().len(), 5, "{:?}", w.runner.argvs());
     let err = w.record().last_error.unwrap();
     assert!(err.contains("failed 3 times") && err.contains("container runtime is not running"), "{err}");
+    assert!(err.contains("--token abcdef.<redacted> --certificate-key <redacted>"), "{err}");
     assert!(!w.root.exists(BOOTSTRAP_SUCCESS));
 }
 
