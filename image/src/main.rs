@@ -1,10 +1,51 @@
 //! node-image: builds reproducible MAAS custom images with node-init and
-//! `overlays/` baked in, and uploads them to MAAS (DESIGN.md §image
-//! pipeline). The build and upload commands are not part of this version.
+//! `overlays/` baked in (DESIGN.md §image pipeline). `upload` is not part
+//! of this version.
+
+mod build;
+mod progress;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "node-image", version, max_term_width = 80)]
+/// Build MAAS custom images with node-init baked in.
+///
+/// Exit codes: 0 done, 1 failed (no output file is left behind), 2 bad
+/// usage.
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Build(build::Args),
+    /// Upload an image to MAAS (not available in this version).
+    Upload,
+}
+
 fn main() -> ExitCode {
-    eprintln!("node-image: error: `build` and `upload` are not available in this version of node-image");
-    ExitCode::from(2)
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Build(a) => match build::run(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("node-image: error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Upload => {
+            eprintln!("node-image: error: `upload` is not available in this version of node-image");
+            ExitCode::from(2)
+        }
+    }
 }

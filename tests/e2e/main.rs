@@ -4,6 +4,7 @@
 mod cert_hash;
 mod config_rejections;
 mod crash;
+mod image;
 mod kubernetes;
 mod patch;
 mod rootfs;
