@@ -52,11 +52,11 @@ mod tests {
 
     const CONTENT: &[u8] = b"apiVersion: v1\nclusters: []\n";
 
+    /// The API-server stand-in's signer, written independently of
+    /// [`verify_detached`].
     fn sign(content: &[u8], kid: &str, secret: &[u8]) -> String {
-        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#));
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
-        mac.update(format!("{header}.{}", URL_SAFE_NO_PAD.encode(content)).as_bytes());
-        format!("{header}..{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        let text = |b: &[u8]| std::str::from_utf8(b).unwrap().to_owned();
+        node_init_tests::kube::sign_detached(&text(content), kid, &text(secret))
     }
 
     /// The published vector of Kubernetes' own signer (cluster-bootstrap

@@ -145,14 +145,7 @@ pub fn api_server(bg: &Background, addr: SocketAddr, ca: &ClusterCa, token: &str
         ca
     };
     let (cert, key) = signer.leaf(bound.ip());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::net::tls_acceptor(cert, &key);
     let body = cluster_info(&ca.cert_pem, &format!("https://{bound}"), token, serve);
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = requests.clone();

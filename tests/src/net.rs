@@ -206,14 +206,7 @@ pub fn tls_server(bg: &Background, addr: SocketAddr, names: &[&str]) -> (SocketA
         .expect("params")
         .signed_by(&key, &issuer)
         .expect("leaf");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(leaf.der().clone(), &key);
     let listener = bg.listen(addr);
     let bound = listener.local_addr().expect("local addr");
     bg.spawn(async move {
@@ -228,4 +221,19 @@ pub fn tls_server(bg: &Background, addr: SocketAddr, names: &[&str]) -> (SocketA
         }
     });
     (bound, ca_cert.pem())
+}
+
+/// A rustls (ring) acceptor serving one certificate with its key.
+pub fn tls_acceptor(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: &rcgen::KeyPair,
+) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
