@@ -82,10 +82,6 @@ pub fn run(a: &Args) -> Result<()> {
     let mut new = overlays(&a.overlays)?;
     new.insert(BINARY_PATH.to_owned(), New::File { mode: 0o755, data: binary.clone() });
     new.insert("etc/machine-id".to_owned(), New::File { mode: 0o444, data: Vec::new() });
-    let epoch = match a.source_date_epoch {
-        Some(e) => e,
-        None => newest_mtime(&a.base)?,
-    };
     let out = Pending::new(&a.out)?;
     let hasher = Arc::new(Mutex::new((Sha256::new(), 0u64)));
     let gz: ParCompress<Gzip, HashingWriter> = ParCompressBuilder::new()
@@ -94,7 +90,7 @@ pub fn run(a: &Args) -> Result<()> {
         .from_writer(HashingWriter { inner: out.file()?, hash: hasher.clone() });
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
-    let (base_hash, changes) = repack(&a.base, &mut tar, &new, epoch)?;
+    let (base_hash, changes, epoch) = repack(&a.base, &mut tar, &new, a.source_date_epoch)?;
     let mut gz = tar.into_inner().context("finishing the tar stream")?;
     gz.finish().map_err(|e| anyhow::anyhow!("finishing the gzip stream: {e}"))?;
     let (hash, size) = {
@@ -131,12 +127,17 @@ pub fn run(a: &Args) -> Result<()> {
 }
 
 /// Streams the base into `tar`, then appends the new entries sorted.
+/// Without `epoch`, the newest mtime in the base is used: clamping the
+/// base to it changes nothing, and the new entries, written last, get it.
+/// Returns the base's sha256, the changes and the epoch used.
 fn repack<W: Write>(
     base: &Path,
     tar: &mut tar::Builder<W>,
     new: &BTreeMap<String, New>,
-    epoch: u64,
-) -> Result<(String, Changes)> {
+    epoch: Option<u64>,
+) -> Result<(String, Changes, u64)> {
+    let clamp = epoch.unwrap_or(u64::MAX);
+    let mut newest = 0;
     let file = File::open(base).with_context(|| format!("opening --base {}", base.display()))?;
     let total = file.metadata()?.len();
     let hash = Arc::new(Mutex::new(Sha256::new()));
@@ -155,11 +156,12 @@ fn repack<W: Write>(
     for entry in archive.entries().with_context(bad)? {
         let mut entry = entry.with_context(bad)?;
         count += 1;
+        newest = newest.max(entry.header().mtime().unwrap_or(0));
         let raw = entry.path().with_context(bad)?.to_string_lossy().into_owned();
         let norm = raw.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_owned();
         prefix.get_or_insert_with(|| if raw.starts_with("./") { "./" } else { "" });
         if norm.is_empty() || norm == "." {
-            copy(tar, &mut entry, &raw, epoch)?;
+            copy(tar, &mut entry, &raw, clamp)?;
             continue;
         }
         if entry.header().entry_type().is_dir() {
@@ -172,13 +174,14 @@ fn repack<W: Write>(
         if is_identity(&norm) {
             changes.removed.push(norm);
         } else {
-            copy(tar, &mut entry, &raw, epoch)?;
+            copy(tar, &mut entry, &raw, clamp)?;
         }
     }
     if count == 0 {
         bail!("{}: no entries", bad());
     }
     progress.done();
+    let epoch = epoch.unwrap_or(newest);
     let prefix = prefix.unwrap_or("");
     for (path, item) in new {
         if matches!(item, New::Dir(_)) && dirs.contains(path) {
@@ -197,7 +200,7 @@ fn repack<W: Write>(
         }
     }
     let hex = hex::encode(hash.lock().expect("hash lock").clone().finalize());
-    Ok((hex, changes))
+    Ok((hex, changes, epoch))
 }
 
 /// Copies one base entry: same type, mode, numeric owner, link, device and
@@ -328,22 +331,6 @@ pub fn check_static_x86_64(b: &[u8]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The newest mtime in the base: the default `SOURCE_DATE_EPOCH`, so the
-/// image depends on its inputs only.
-fn newest_mtime(base: &Path) -> Result<u64> {
-    let file = File::open(base).with_context(|| format!("opening --base {}", base.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let gzipped = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let stream: Box<dyn Read> =
-        if gzipped { Box::new(flate2::bufread::MultiGzDecoder::new(reader)) } else { Box::new(reader) };
-    let mut newest = 0;
-    let bad = || format!("--base {} is not a readable tar archive", base.display());
-    for entry in tar::Archive::new(stream).entries().with_context(bad)? {
-        newest = newest.max(entry.with_context(bad)?.header().mtime().unwrap_or(0));
-    }
-    Ok(newest)
 }
 
 /// The output, written under a temporary name in the same directory and

@@ -98,7 +98,13 @@ impl World {
     }
 
     fn build(&self, base: &str, binary: &str, out: &str, epoch: &str) -> Output {
-        node_image(&[
+        let mut args = self.build_args(base, binary, out);
+        args.extend(["--source-date-epoch".to_owned(), epoch.to_owned()]);
+        node_image(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn build_args(&self, base: &str, binary: &str, out: &str) -> Vec<String> {
+        [
             "build",
             "--base",
             &self.p(base).display().to_string(),
@@ -108,9 +114,10 @@ impl World {
             &overlays(),
             "--out",
             &self.p(out).display().to_string(),
-            "--source-date-epoch",
-            epoch,
-        ])
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
     }
 
     /// `tar --list --verbose --numeric-owner`, one line per path.
@@ -256,4 +263,28 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
             .collect();
         assert!(left.is_empty(), "{base} {binary} left {left:?}");
     }
+}
+
+#[test]
+fn without_source_date_epoch_the_base_newest_mtime_is_used() {
+    let w = World::new();
+    let args = w.build_args("base.tar", "node-init", "d.tgz");
+    let o = node_image(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut newest = 0;
+    for e in tar::Archive::new(std::fs::File::open(w.p("base.tar")).unwrap()).entries().unwrap() {
+        newest = newest.max(e.unwrap().header().mtime().unwrap());
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.p("d.tgz.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["source_date_epoch"], newest);
+    let f = std::fs::File::open(w.p("d.tgz")).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let binary = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().ends_with("usr/local/sbin/node-init") && e.header().size().unwrap() == 122)
+        .expect("the new binary");
+    assert_eq!(binary.header().mtime().unwrap(), newest);
 }
