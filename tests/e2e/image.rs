@@ -76,7 +76,7 @@ impl World {
         sh(&["mknod", &t.join("dev/null0").display().to_string(), "c", "1", "3"]);
         sh(&["chown", "1234:5678", &t.join("etc/ssh/sshd_config").display().to_string()]);
         sh(&["touch", "-h", "-d", "@1700000000", &t.join("etc/hostname").display().to_string()]);
-        xattr(&t.join("usr/local/sbin/su"), "user.node-image-test", b"kept");
+        xattr::set(t.join("usr/local/sbin/su"), "user.node-image-test", b"kept").unwrap();
         let base = dir.path().join("base.tar");
         sh(&[
             "tar",
@@ -142,17 +142,6 @@ impl World {
             })
             .collect()
     }
-}
-
-fn xattr(path: &Path, name: &str, value: &[u8]) {
-    let out = Command::new("python3")
-        .args(["-c", "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())"])
-        .arg(path)
-        .arg(name)
-        .arg(std::str::from_utf8(value).unwrap())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "setxattr: {}", text(&out.stderr));
 }
 
 #[test]

@@ -92,7 +92,15 @@ impl Secrets {
         let dir = d.path().join("cluster-secrets");
         let out = node_init(&["secrets", "--out", &dir.display().to_string()]);
         assert!(out.status.success(), "secrets: {}", text(&out.stderr));
-        Self { _dir: d, dir }
+        let s = Self { _dir: d, dir };
+        // It prints the hash and the token id, never a secret.
+        let printed = text(&out.stdout) + &text(&out.stderr);
+        let token = s.get("token");
+        assert!(printed.contains(&s.get("ca-cert-hash")) && printed.contains(&token[..6]), "{printed}");
+        for secret in [&token[7..], &s.get("certificate-key"), "PRIVATE KEY"] {
+            assert!(!printed.contains(secret), "secrets printed a secret: {printed}");
+        }
+        s
     }
 
     fn get(&self, name: &str) -> String {
