@@ -1,9 +1,10 @@
 //! node-image: builds reproducible MAAS custom images with node-init and
-//! `overlays/` baked in (DESIGN.md §image pipeline). `upload` is not part
-//! of this version.
+//! `overlays/` baked in, and uploads them to MAAS (DESIGN.md §image
+//! pipeline).
 
 mod build;
 mod progress;
+mod upload;
 
 use std::process::ExitCode;
 
@@ -23,8 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Build(build::Args),
-    /// Upload an image to MAAS (not available in this version).
-    Upload,
+    Upload(upload::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,9 +43,16 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Upload => {
-            eprintln!("node-image: error: `upload` is not available in this version of node-image");
-            ExitCode::from(2)
-        }
+        Command::Upload(a) => match upload::run(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(upload::Failure::Usage(e)) => {
+                eprintln!("node-image: error: {e}");
+                ExitCode::from(2)
+            }
+            Err(upload::Failure::Failed(e)) => {
+                eprintln!("node-image: error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
