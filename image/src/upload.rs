@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::blocking::{Client, RequestBuilder, Response, multipart};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -135,6 +135,13 @@ impl ApiKey {
         .join(", ");
         format!("OAuth realm=\"OAuth\", {fields}")
     }
+
+    /// MAAS's error texts may quote the token it did not accept.
+    fn redact(&self, text: &str) -> String {
+        [&self.secret, &self.token, &self.consumer]
+            .iter()
+            .fold(text.to_owned(), |t, part| t.replace(part.as_str(), "<redacted>"))
+    }
 }
 
 /// RFC 5849 §3.6: everything but ALPHA, DIGIT, '-', '.', '_', '~'.
@@ -175,6 +182,9 @@ fn plan(a: &Args) -> Result<Plan, String> {
         if !ok || parts.next().is_some() {
             return Err(format!("{flag} {v:?}: expected two parts, like amd64/generic or ubuntu/jammy"));
         }
+    }
+    if a.title.as_deref().is_some_and(|t| t.is_empty() || t.chars().any(char::is_control)) {
+        return Err("--title: expected a non-empty line of text".to_owned());
     }
     if a.chunk_size == 0 || a.chunk_size > 1 << 30 {
         return Err(format!("--chunk-size {}: expected 1 byte to 1 GiB", a.chunk_size));
@@ -251,10 +261,10 @@ pub fn run(a: &Args) -> Result<(), Failure> {
             })?;
             match maas.put(&upload, &buf[..len]) {
                 Ok(()) => {
+                    progress(offset, offset + len as u64, size);
                     offset += len as u64;
                     sent_chunks += 1;
                     failures = 0;
-                    progress(offset, size);
                     Ok(())
                 }
                 Err(Put::Refused(why)) => {
@@ -299,9 +309,10 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1 << failures.saturating_sub(1).min(3))
 }
 
-fn progress(done: u64, size: u64) {
+/// A line each time the upload passes a tenth of the image.
+fn progress(before: u64, done: u64, size: u64) {
     let step = size.div_ceil(10).max(1);
-    if done == size || done / step != done.saturating_sub(1) / step {
+    if done == size || done / step != before / step {
         eprintln!("node-image: {}% ({done} of {size} bytes)", done * 100 / size);
     }
 }
@@ -451,9 +462,10 @@ impl Maas {
         let url = self.api.join("boot-resources/").expect("a relative path");
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
-            let form = fields.iter().fold(multipart::Form::new(), |f, (k, v)| f.text(*k, v.clone()));
-            match self.signed(self.client.post(url.clone()).multipart(form)).send() {
-                Ok(resp) => return json(resp, &format!("POST {url}")),
+            let (content_type, body) = form(fields);
+            let req = self.client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+            match self.signed(req).send() {
+                Ok(resp) => return self.json(resp, &format!("POST {url}")),
                 Err(e) => last = format!("POST {url}: {}", chain(&e)),
             }
             if attempt < ATTEMPTS {
@@ -470,7 +482,7 @@ impl Maas {
             .signed(self.client.get(url.clone()))
             .send()
             .map_err(|e| Failure::Failed(anyhow!("GET {url}: {}", chain(&e))))?;
-        json(resp, &format!("GET {url}"))
+        self.json(resp, &format!("GET {url}"))
     }
 
     fn put(&self, url: &Url, chunk: &[u8]) -> Result<(), Put> {
@@ -485,7 +497,7 @@ impl Maas {
             return Ok(());
         }
         let body = resp.text().unwrap_or_default();
-        let why = format!("PUT {url}: {}", http_error(status, &body));
+        let why = format!("PUT {url}: {}", http_error(status, &self.key.redact(&body)));
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
         {
             Err(Put::Transient(why))
@@ -493,15 +505,32 @@ impl Maas {
             Err(Put::Refused(why))
         }
     }
+
+    fn json(&self, resp: Response, what: &str) -> Result<Value, Failure> {
+        let status = resp.status();
+        let body = resp.text().map_err(|e| Failure::Failed(anyhow!("{what}: reading the answer: {}", chain(&e))))?;
+        let body = self.key.redact(&body);
+        if !status.is_success() {
+            return Err(Failure::Failed(anyhow!("{what}: {}", http_error(status, &body))));
+        }
+        serde_json::from_str(&body).map_err(|e| unexpected(format!("{what}: not JSON ({e}): {}", excerpt(&body))))
+    }
 }
 
-fn json(resp: Response, what: &str) -> Result<Value, Failure> {
-    let status = resp.status();
-    let body = resp.text().map_err(|e| Failure::Failed(anyhow!("{what}: reading the answer: {}", chain(&e))))?;
-    if !status.is_success() {
-        return Err(Failure::Failed(anyhow!("{what}: {}", http_error(status, &body))));
+/// A `multipart/form-data` body (RFC 7578) of text fields, as the maas CLI
+/// sends. Built in memory: reqwest's blocking multipart streams the body
+/// from another thread, and a refused connection then surfaces as a body
+/// error instead of what happened.
+fn form(fields: &[(&'static str, String)]) -> (String, Vec<u8>) {
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).expect("the system's random source");
+    let boundary = format!("node-image-{}", hex::encode(raw));
+    let mut body = String::new();
+    for (k, v) in fields {
+        body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"));
     }
-    serde_json::from_str(&body).map_err(|e| unexpected(format!("{what}: not JSON ({e}): {}", excerpt(&body))))
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (format!("multipart/form-data; boundary={boundary}"), body.into_bytes())
 }
 
 /// An HTTP error as MAAS words it, with what to check for the usual ones.
@@ -516,16 +545,23 @@ fn http_error(status: StatusCode, body: &str) -> String {
     if body.is_empty() { format!("HTTP {status}{hint}") } else { format!("HTTP {status}{hint}: {body}") }
 }
 
-/// An error and its causes on one line (reqwest's own message is terse).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// What went wrong with a request, in words: reqwest's own message only
+/// repeats the URL, the innermost cause says what happened.
+fn chain(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(c) = cause.source() {
+        cause = c;
     }
-    s
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer"
+    } else {
+        "the request failed"
+    };
+    format!("{what}: {cause}")
 }
 
 #[cfg(test)]
@@ -575,6 +611,7 @@ mod tests {
             (&|a: &mut Args| a.architecture = "amd64".into(), "--architecture"),
             (&|a: &mut Args| a.base_image = "ubuntu/jammy/x".into(), "--base-image"),
             (&|a: &mut Args| a.chunk_size = 0, "--chunk-size"),
+            (&|a: &mut Args| a.title = Some("two\r\nlines".into()), "--title"),
         ] {
             let mut a = args("c:t:s");
             edit(&mut a);

@@ -8,6 +8,7 @@ mod image;
 mod kubernetes;
 mod patch;
 mod rootfs;
+mod upload;
 mod user_data;
 mod verify;
 mod verify_net;

@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod kube;
+pub mod maas;
 pub mod net;
 
 use std::collections::BTreeMap;
