@@ -26,6 +26,7 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Start-up against cloud-init, and verify against a serial dig+nc preflight.
+# Start-up against cloud-init, verify against a serial dig+nc preflight, and
+# node-image build against tar -x, cp, tar -c | pigz.
 bench:
     scripts/bench

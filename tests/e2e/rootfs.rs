@@ -1,5 +1,6 @@
 //! The real-rootfs tier: a Debian bookworm minbase root made by mmdebstrap
-//! (built once per machine, cached under `target/rootfs/`), extracted per
+//! (built once per machine by `scripts/rootfs`, cached under
+//! `target/rootfs/`), extracted per
 //! test, and node-init run into it with `--root`, so the image's own
 //! `update-ca-certificates` and `curl` do the work.
 
@@ -9,33 +10,18 @@ use std::time::{Duration, Instant};
 
 use node_init_tests::*;
 
-const PACKAGES: &str = "ca-certificates,curl";
-
-/// The cached root tarball, built under a lock so parallel tests build it
-/// once.
-fn cached_rootfs() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rootfs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let tar = dir.join("bookworm-minbase.tar");
-    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-    if !tar.exists() {
-        let tmp = dir.join("bookworm-minbase.tar.partial");
-        let out = Command::new("mmdebstrap")
-            .args(["--variant=minbase", "--format=tar", &format!("--include={PACKAGES}"), "bookworm"])
-            .arg(&tmp)
-            .arg("http://deb.debian.org/debian")
-            .output()
-            .expect("mmdebstrap (apt-get install mmdebstrap)");
-        assert!(out.status.success(), "mmdebstrap failed: {}", text(&out.stderr));
-        std::fs::rename(&tmp, &tar).unwrap();
-    }
-    tar
+/// A cached root tarball (`scripts/rootfs KIND`: built by mmdebstrap on
+/// first use, under a lock so parallel tests build it once).
+pub fn cached_rootfs(kind: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rootfs");
+    let out = Command::new(script).arg(kind).output().expect("scripts/rootfs");
+    assert!(out.status.success(), "scripts/rootfs {kind}: {}", text(&out.stderr));
+    PathBuf::from(text(&out.stdout).trim())
 }
 
 /// A fresh copy of the cached root.
 pub fn extracted() -> tempfile::TempDir {
-    let tar = cached_rootfs();
+    let tar = cached_rootfs("minbase");
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("tar").arg("-xpf").arg(&tar).arg("-C").arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "tar: {}", text(&out.stderr));
