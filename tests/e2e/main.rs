@@ -12,3 +12,4 @@ mod upload;
 mod user_data;
 mod verify;
 mod verify_net;
+mod vm;
