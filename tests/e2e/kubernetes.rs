@@ -15,7 +15,9 @@ use crate::rootfs::extracted;
 
 /// Records argv, the `--config` file and kube-vip's manifest per call;
 /// fails `init`/`join` as many times as `/var/log/kubeadm/fail` says.
-const FAKE_KUBEADM: &str = r#"#!/bin/sh
+pub(crate) const FAKE_KUBEADM: &str = r#"#!/bin/sh
+# In a VM, each call also shows on the serial console.
+[ -w /dev/ttyS0 ] && echo "fake-kubeadm: $*" > /dev/ttyS0
 log=/var/log/kubeadm
 mkdir -p $log
 n=$(( $(cat $log/count 2>/dev/null || echo 0) + 1 ))
@@ -81,13 +83,13 @@ impl Node {
     }
 }
 
-struct Secrets {
+pub(crate) struct Secrets {
     _dir: tempfile::TempDir,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Secrets {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("cluster-secrets");
         let out = node_init(&["secrets", "--out", &dir.display().to_string()]);
@@ -103,7 +105,7 @@ impl Secrets {
         s
     }
 
-    fn get(&self, name: &str) -> String {
+    pub(crate) fn get(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap().trim_end().to_owned()
     }
 
@@ -112,7 +114,7 @@ impl Secrets {
     }
 }
 
-fn userdata(role: &str, cluster_yaml: &str, secrets: &Secrets) -> String {
+pub(crate) fn userdata(role: &str, cluster_yaml: &str, secrets: &Secrets) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster.yaml");
     std::fs::write(&cluster, cluster_yaml).unwrap();

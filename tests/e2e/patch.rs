@@ -13,12 +13,12 @@ use node_init_tests::*;
 
 use crate::rootfs::extracted;
 
-const PKG: &str = "node-init-testpkg";
+pub(crate) const PKG: &str = "node-init-testpkg";
 const LOCK: &str = "var/lib/dpkg/lock-frontend";
 
 /// Builds `PKG_VERSION_all.deb` in `out`; version 2's postinst asks for a
 /// reboot the way Debian's kernel packages do.
-fn deb(out: &Path, version: &str) -> std::path::PathBuf {
+pub(crate) fn deb(out: &Path, version: &str) -> std::path::PathBuf {
     let dir = out.join(format!("pkg-{version}"));
     std::fs::create_dir_all(dir.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(dir.join("usr/share/doc").join(PKG)).unwrap();

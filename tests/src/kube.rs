@@ -28,9 +28,14 @@ pub struct ClusterCa {
 impl ClusterCa {
     /// A fresh CA, as kubeadm would make (CN kubernetes).
     pub fn new() -> Self {
+        Self::named("kubernetes")
+    }
+
+    /// A fresh CA with this common name.
+    pub fn named(cn: &str) -> Self {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "kubernetes");
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).expect("CA");
         let key_pem = key.serialize_pem();

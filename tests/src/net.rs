@@ -237,3 +237,91 @@ pub fn tls_acceptor(
         .expect("server config");
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
+
+/// A static HTTP/1.1 file server for `dir` on 127.0.0.1; returns its
+/// address and the paths asked for, in order.
+pub fn file_server(bg: &Background, dir: PathBuf) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use http_body_util::Full;
+    let listener = bg.listen("127.0.0.1:0".parse().expect("addr"));
+    let addr = listener.local_addr().expect("local addr");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    bg.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (dir, seen) = (dir.clone(), seen.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let path = req.uri().path().to_owned();
+                    seen.lock().expect("log").push(format!("{} {path}", req.method()));
+                    let file = (!path.contains("..")).then(|| dir.join(path.trim_start_matches('/')));
+                    let found = file.and_then(|f| std::fs::read(f).ok());
+                    let head = req.method() == hyper::Method::HEAD;
+                    let resp = match found {
+                        Some(body) => {
+                            let len = body.len();
+                            hyper::Response::builder()
+                                .header("Content-Length", len)
+                                .body(Full::new(bytes::Bytes::from(if head { Vec::new() } else { body })))
+                        }
+                        None => hyper::Response::builder().status(404).body(Full::new(bytes::Bytes::new())),
+                    };
+                    async move { resp.map_err(|e| e.to_string()) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, log)
+}
+
+/// A TLS-intercepting proxy, as corporate proxies are: every CONNECT is
+/// answered, the client's TLS is terminated with a certificate for the
+/// asked name signed by the proxy's CA, and the plain bytes go to
+/// `upstream`. A client that does not trust the CA fails its handshake.
+/// Returns the bound address and "CONNECT host:port" per tunnel.
+pub fn intercepting_proxy(
+    bg: &Background,
+    addr: SocketAddr,
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    upstream: SocketAddr,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let key = rcgen::KeyPair::from_pem(ca_key_pem).expect("proxy CA key");
+    let issuer = Arc::new(rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, key).expect("proxy CA"));
+    let listener = bg.listen(addr);
+    let bound = listener.local_addr().expect("local addr");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    bg.spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (issuer, seen) = (issuer.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = client.read_u8().await else { return };
+                    head.push(b);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(target) = head.strip_prefix("CONNECT ").and_then(|r| r.split_whitespace().next()) else {
+                    let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n").await;
+                    return;
+                };
+                seen.lock().expect("log").push(format!("CONNECT {target}"));
+                let host = target.rsplit_once(':').map_or(target, |(h, _)| h).to_owned();
+                let key = rcgen::KeyPair::generate().expect("key");
+                let Ok(leaf) = rcgen::CertificateParams::new(vec![host]).and_then(|p| p.signed_by(&key, &*issuer))
+                else {
+                    return;
+                };
+                let acceptor = tls_acceptor(leaf.der().clone(), &key);
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                let Ok(mut tls) = acceptor.accept(client).await else { return };
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    (bound, log)
+}
