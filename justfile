@@ -21,6 +21,11 @@ static:
 test:
     scripts/test-all
 
+# The VM tier alone: the built image boots under QEMU and does the first boot.
+e2e: build
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p node-init --target {{target}}
+    scripts/e2e
+
 # Formatting and clippy, as CI runs them.
 lint:
     cargo fmt --all --check

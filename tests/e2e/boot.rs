@@ -364,7 +364,11 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
     assert!(serial.contains("e2e-report: status 0"), "{}", tail(serial));
     let json: serde_json::Value =
         serde_json::from_str(&boot.file("/var/lib/node-init-e2e-status.json")).expect("status --output json");
-    assert_eq!((json["done"].as_bool(), json["reboots"].as_u64()), (Some(true), Some(1)), "{json}");
+    assert_eq!(json["done"], true, "{json}");
+    let reboots = json["reboots"].as_array().expect("reboots");
+    assert_eq!(reboots.len(), 1, "{json}");
+    assert_eq!(reboots[0]["stage"], "patch");
+    assert!(reboots[0]["reason"].as_str().unwrap().contains(&format!("reboot-required exists (for {PKG})")), "{json}");
     let stages: Vec<(&str, &str)> = json["stages"]
         .as_array()
         .unwrap()
@@ -378,4 +382,36 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
 fn reverse(ip: Ipv4Addr) -> String {
     let [a, b, c, d] = ip.octets();
     format!("{d}.{c}.{b}.{a}")
+}
+
+#[test]
+fn a_wrong_ca_hash_fails_the_unit_visibly_and_kubeadm_is_never_called() {
+    let w = World::new();
+    let api = api_server(
+        &w.bg,
+        format!("{}:6443", w.vip).parse().unwrap(),
+        &w.cluster_ca,
+        &w.secrets.get("token"),
+        Serve::Good,
+    );
+    let good = userdata("worker", &w.cluster_yaml(false), &w.secrets);
+    let wrong = format!("sha256:{}", "e".repeat(64));
+    let ud = good.replace(&w.secrets.get("ca-cert-hash"), &wrong);
+    assert_ne!(ud, good, "the pin is not in the user data as text");
+    let (disk, tree) = w.disk("wrong-hash", &ud);
+    // The unit fails, and systemd says so on the console (then restarts it
+    // 30 s later, which the test does not wait for).
+    let boot = w.boot("wrong-hash", disk, tree.path(), |log| log.contains("Failed to start node-init.service"));
+    let serial = &boot.serial;
+    assert!(serial.contains("refusing to join") && serial.contains(&wrong), "{}", tail(serial));
+    assert!(
+        serial.contains("node-init.service: Main process exited, code=exited, status=1/FAILURE"),
+        "{}",
+        tail(serial)
+    );
+    assert!(!serial.contains("fake-kubeadm:"), "kubeadm was called:\n{}", tail(serial));
+    assert!(!serial.contains("e2e-report:"), "the node was reported done:\n{}", tail(serial));
+    assert!(api.requests() >= 1, "node-init never read cluster-info");
+    assert_eq!(boot.boots(), 1);
+    drop(tree);
 }
