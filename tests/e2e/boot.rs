@@ -32,6 +32,19 @@ use crate::kubernetes::{FAKE_KUBEADM, Secrets, userdata};
 use crate::patch::{PKG, deb};
 
 const MAC: &str = "52:54:00:12:34:56";
+/// The units whose CPU time each tool's first boot is charged.
+const TOOL_UNITS: &str =
+    "node-init.service cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service";
+
+/// Who does the first boot's jobs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    NodeInit,
+    /// cloud-init's own modules, as a user would write them without
+    /// node-init: `ca_certs`, `apt: proxy`, `package_upgrade` with
+    /// `package_reboot_if_required`, `runcmd` calling kubeadm.
+    CloudInit,
+}
 const REPO: &str = "repo.node-init.test";
 /// One boot scenario's bound, well inside the tier's 20 minutes.
 const DEADLINE: Duration = Duration::from_secs(12 * 60);
@@ -109,9 +122,30 @@ impl Drop for Named {
 struct Boot {
     disk: PathBuf,
     serial: String,
+    /// From QEMU's start to the guest's "e2e-report: done" (to 2 s).
+    to_done: Option<Duration>,
 }
 
 impl Boot {
+    /// CPU seconds per tool unit, summed over the boots (`e2e-cpu:` lines
+    /// logged at each shutdown).
+    fn cpu(&self) -> std::collections::BTreeMap<String, f64> {
+        let mut cpu = std::collections::BTreeMap::new();
+        for l in self.serial.lines() {
+            let Some(rest) = l.split("e2e-cpu: ").nth(1) else { continue };
+            let mut parts = rest.split_whitespace();
+            if let (Some(unit), Some(Ok(ns))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
+                *cpu.entry(unit.to_owned()).or_default() += ns as f64 / 1e9;
+            }
+        }
+        cpu
+    }
+
+    /// Lines the report unit tagged with `tag`.
+    fn tagged(&self, tag: &str) -> Vec<String> {
+        self.serial.lines().filter_map(|l| l.split(tag).nth(1)).map(|l| l.trim().to_owned()).collect()
+    }
+
     /// A file from the guest's disk, read with debugfs.
     fn file(&self, path: &str) -> String {
         let out = Command::new("debugfs").args(["-R", &format!("cat {path}")]).arg(&self.disk).output().unwrap();
@@ -195,8 +229,9 @@ impl World {
 
     /// The image unpacked, the machine's own state added (user data seed,
     /// apt source, version 1 of the package, the recording kubeadm, a unit
-    /// that reports and powers off once node-init is done), then a disk.
-    fn disk(&self, name: &str, user_data: &str) -> (PathBuf, tempfile::TempDir) {
+    /// that reports and powers off once the tool is done, a unit that logs
+    /// the tools' CPU time at each shutdown), then a disk.
+    fn disk(&self, name: &str, user_data: &str, tool: Tool) -> (PathBuf, tempfile::TempDir) {
         let tree = crate::vm::unpacked();
         let t = tree.path();
         write(t, "var/lib/cloud/seed/nocloud/meta-data", "instance-id: node1-e2e\nlocal-hostname: node1.maas\n", 0o644);
@@ -214,23 +249,57 @@ impl World {
         write(t, "etc/fstab", "/dev/vda / ext4 rw,errors=remount-ro 0 1\n", 0o644);
         write(t, "etc/apt/sources.list", &format!("deb [trusted=yes] https://{REPO}/ ./\n"), 0o644);
         write(t, "usr/local/bin/kubeadm", FAKE_KUBEADM, 0o755);
+        let (after, done, report) = match tool {
+            Tool::NodeInit => (
+                "node-init.service",
+                "/var/lib/node-init/done",
+                "echo e2e-report: bootstrap-success $(ls /run/cluster-api); \
+                 /usr/local/sbin/node-init status --output json > /var/lib/node-init-e2e-status.json; \
+                 echo e2e-report: status $?",
+            ),
+            Tool::CloudInit => {
+                // node-init stands aside: its unit runs only without this.
+                write(t, "var/lib/node-init/done", "", 0o644);
+                (
+                    "cloud-final.service",
+                    "/var/lib/e2e-cloud-init-done",
+                    "cloud-init analyze blame | sed 's/^/e2e-blame: /'",
+                )
+            }
+        };
         write(
             t,
-            "etc/systemd/system/node-init-e2e-report.service",
-            "[Unit]\nDescription=node-init e2e: report, then power off, once node-init is done\n\
-             After=node-init.service\nConditionPathExists=/var/lib/node-init/done\n\n\
-             [Service]\nType=oneshot\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n\
-             ExecStart=/bin/sh -c 'echo e2e-report: bootstrap-success $(ls /run/cluster-api); \
-             /usr/local/sbin/node-init status --output json > /var/lib/node-init-e2e-status.json; \
-             echo e2e-report: status $?; sync; systemctl --no-block poweroff'\n\n\
-             [Install]\nWantedBy=multi-user.target\n",
+            "etc/systemd/system/e2e-report.service",
+            &format!(
+                "[Unit]\nDescription=e2e: report, then power off, once the first boot is done\n\
+                 After={after}\nConditionPathExists={done}\n\n\
+                 [Service]\nType=oneshot\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n\
+                 ExecStart=/bin/sh -c '{report}; echo e2e-report: done; systemd-analyze | sed \"s/^/e2e-analyze: /\"; \
+                 sync; systemctl --no-block poweroff'\n\n[Install]\nWantedBy=multi-user.target\n"
+            ),
             0o644,
         );
-        std::os::unix::fs::symlink(
-            "../node-init-e2e-report.service",
-            t.join("etc/systemd/system/multi-user.target.wants/node-init-e2e-report.service"),
-        )
-        .unwrap();
+        // Stopped before the tools' units at every shutdown, so their
+        // accounting is still there to read.
+        write(
+            t,
+            "etc/systemd/system/e2e-cpu.service",
+            &format!(
+                "[Unit]\nDescription=e2e: the tools' CPU time at shutdown\nAfter={TOOL_UNITS}\n\n\
+                 [Service]\nType=oneshot\nRemainAfterExit=yes\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n\
+                 ExecStart=/bin/true\nExecStop=/bin/sh -c 'for u in {TOOL_UNITS}; do \
+                 echo e2e-cpu: $$u $$(systemctl show -P CPUUsageNSec $$u); done'\n\n\
+                 [Install]\nWantedBy=multi-user.target\n"
+            ),
+            0o644,
+        );
+        for unit in ["e2e-report.service", "e2e-cpu.service"] {
+            std::os::unix::fs::symlink(
+                format!("../{unit}"),
+                t.join("etc/systemd/system/multi-user.target.wants").join(unit),
+            )
+            .unwrap();
+        }
         let v1 = deb(self.work.path(), "1");
         std::fs::copy(&v1, t.join("tmp/v1.deb")).unwrap();
         sh(Command::new("chroot")
@@ -280,8 +349,12 @@ impl World {
             .spawn()
             .expect("qemu-system-x86_64 (apt-get install qemu-system-x86)");
         let started = Instant::now();
+        let mut to_done = None;
         loop {
             let log = text(&std::fs::read(&serial).unwrap_or_default());
+            if to_done.is_none() && log.contains("e2e-report: done") {
+                to_done = Some(started.elapsed());
+            }
             if let Some(status) = qemu.try_wait().unwrap() {
                 let mut err = String::new();
                 std::io::Read::read_to_string(qemu.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -307,7 +380,7 @@ impl World {
             started.elapsed().as_secs_f64()
         );
         let _ = std::io::stderr().flush();
-        Boot { disk, serial }
+        Boot { disk, serial, to_done }
     }
 }
 
@@ -327,7 +400,7 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
         Serve::Good,
     );
     let ud = userdata("worker", &w.cluster_yaml(true), &w.secrets);
-    let (disk, tree) = w.disk("good", &ud);
+    let (disk, tree) = w.disk("good", &ud, Tool::NodeInit);
     let boot = w.boot("good", disk, tree.path(), |_| false);
     let serial = &boot.serial;
 
@@ -361,6 +434,7 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
 
     // Done, and node-init's own account of it, taken in the guest.
     assert!(serial.contains("e2e-report: bootstrap-success bootstrap-success.complete"), "{}", tail(serial));
+    assert!(serial.contains("e2e-report: done"), "{}", tail(serial));
     assert!(serial.contains("e2e-report: status 0"), "{}", tail(serial));
     let json: serde_json::Value =
         serde_json::from_str(&boot.file("/var/lib/node-init-e2e-status.json")).expect("status --output json");
@@ -398,7 +472,7 @@ fn a_wrong_ca_hash_fails_the_unit_visibly_and_kubeadm_is_never_called() {
     let wrong = format!("sha256:{}", "e".repeat(64));
     let ud = good.replace(&w.secrets.get("ca-cert-hash"), &wrong);
     assert_ne!(ud, good, "the pin is not in the user data as text");
-    let (disk, tree) = w.disk("wrong-hash", &ud);
+    let (disk, tree) = w.disk("wrong-hash", &ud, Tool::NodeInit);
     // The unit fails, and systemd says so on the console (then restarts it
     // 30 s later, which the test does not wait for).
     let boot = w.boot("wrong-hash", disk, tree.path(), |log| log.contains("Failed to start node-init.service"));
@@ -414,4 +488,95 @@ fn a_wrong_ca_hash_fails_the_unit_visibly_and_kubeadm_is_never_called() {
     assert!(api.requests() >= 1, "node-init never read cluster-info");
     assert_eq!(boot.boots(), 1);
     drop(tree);
+}
+
+/// node-init's first boot and cloud-init's own modules doing the same jobs,
+/// on the same image and the same stand-ins, one after the other; prints
+/// both timelines. Only the outcomes are asserted: the times are
+/// measurements, reported in the README, not pass marks.
+#[test]
+fn side_by_side_with_cloud_init_doing_the_same_jobs() {
+    let w = World::new();
+    let api = api_server(
+        &w.bg,
+        format!("{}:6443", w.vip).parse().unwrap(),
+        &w.cluster_ca,
+        &w.secrets.get("token"),
+        Serve::Good,
+    );
+    let ud = userdata("worker", &w.cluster_yaml(true), &w.secrets);
+    let (disk, tree) = w.disk("ours", &ud, Tool::NodeInit);
+    let ours = w.boot("ours", disk, tree.path(), |_| false);
+    drop(tree);
+    assert!(ours.serial.contains("e2e-report: status 0"), "{}", tail(&ours.serial));
+
+    let host = w.ns.host_ip;
+    let theirs_ud = format!(
+        "#cloud-config\nca_certs:\n  trusted:\n  - |\n{}apt:\n  preserve_sources_list: true\n  \
+         proxy: http://{host}:3128\n  https_proxy: http://{host}:3128\n\
+         package_update: true\npackage_upgrade: true\npackage_reboot_if_required: true\n\
+         runcmd:\n- [kubeadm, join, \"{}:6443\", --token, \"{}\", --discovery-token-ca-cert-hash, \"{}\"]\n\
+         - [touch, /var/lib/e2e-cloud-init-done]\n",
+        yaml_block(&w.proxy_ca.cert_pem, 4),
+        w.vip,
+        w.secrets.get("token"),
+        w.secrets.get("ca-cert-hash")
+    );
+    let (disk, tree) = w.disk("theirs", &theirs_ud, Tool::CloudInit);
+    let theirs = w.boot("theirs", disk, tree.path(), |_| false);
+    drop(tree);
+
+    // The same outcome: upgraded, one reboot, CA trusted, kubeadm called.
+    for (who, boot) in [("node-init", &ours), ("cloud-init", &theirs)] {
+        let status = boot.file("/var/lib/dpkg/status");
+        let pkg = status.split("\n\n").find(|p| p.starts_with(&format!("Package: {PKG}\n"))).unwrap_or_default();
+        assert!(pkg.contains("Version: 2\n"), "{who}: not upgraded:\n{}", tail(&boot.serial));
+        assert_eq!(boot.boots(), 2, "{who}: not exactly one reboot:\n{}", tail(&boot.serial));
+        assert!(boot.serial.contains("fake-kubeadm: join"), "{who}: kubeadm not called:\n{}", tail(&boot.serial));
+        assert!(boot.to_done.is_some(), "{who}: never reported done");
+    }
+    assert!(api.requests() >= 2, "node-init's discovery did not run");
+
+    // The timelines.
+    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+    let total = |cpu: &std::collections::BTreeMap<String, f64>, units: &[&str]| -> f64 {
+        units.iter().map(|u| cpu.get(*u).copied().unwrap_or(0.0)).sum()
+    };
+    let cloud_units = ["cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service"];
+    let (ours_cpu, theirs_cpu) = (ours.cpu(), theirs.cpu());
+    let mut report = String::from("\nfirst boot, side by side (QEMU TCG, 2 vCPUs, same image and stand-ins)\n");
+    report += &format!(
+        "  boot to done (host clock, +/-2 s):   node-init {:.0} s   cloud-init modules {:.0} s   ratio {:.2}\n",
+        secs(ours.to_done),
+        secs(theirs.to_done),
+        secs(theirs.to_done) / secs(ours.to_done)
+    );
+    report += &format!(
+        "  CPU time of the tool's units, both boots:   node-init {:.2} s (node-init.service)   \
+         cloud-init {:.2} s (with node-init installed, cloud-init also ran: {:.2} s)\n",
+        total(&ours_cpu, &["node-init.service"]),
+        total(&theirs_cpu, &cloud_units),
+        total(&ours_cpu, &cloud_units)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ours.file("/var/lib/node-init-e2e-status.json")).expect("status --output json");
+    report += "  node-init stages (state.json):\n";
+    for st in json["stages"].as_array().unwrap() {
+        report += &format!(
+            "    {:<12} {:>7.2} s\n",
+            st["name"].as_str().unwrap(),
+            st["duration_ms"].as_f64().unwrap_or(0.0) / 1e3
+        );
+    }
+    report += "  cloud-init analyze blame (top 8):\n";
+    for l in theirs.tagged("e2e-blame: ").iter().filter(|l| l.contains("s (")).take(8) {
+        report += &format!("    {l}\n");
+    }
+    for (who, boot) in [("node-init", &ours), ("cloud-init", &theirs)] {
+        for l in boot.tagged("e2e-analyze: ") {
+            report += &format!("  systemd-analyze, {who}'s final boot: {l}\n");
+        }
+    }
+    eprintln!("{report}");
+    assert!(total(&ours_cpu, &["node-init.service"]) > 0.0, "no CPU accounting for node-init.service: {ours_cpu:?}");
 }
