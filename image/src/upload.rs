@@ -465,6 +465,13 @@ impl Maas {
             let (content_type, body) = form(fields);
             let req = self.client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
             match self.signed(req).send() {
+                // A region that is starting or overloaded answers 5xx; the
+                // same create again is safe (MAAS reuses a known sha256).
+                Ok(resp) if resp.status().is_server_error() => {
+                    let status = resp.status();
+                    let body = self.key.redact(&resp.text().unwrap_or_default());
+                    last = format!("POST {url}: {}", http_error(status, &body));
+                }
                 Ok(resp) => return self.json(resp, &format!("POST {url}")),
                 Err(e) => last = format!("POST {url}: {}", chain(&e)),
             }
@@ -542,7 +549,12 @@ fn http_error(status: StatusCode, body: &str) -> String {
         _ => "",
     };
     let body = excerpt(body);
-    if body.is_empty() { format!("HTTP {status}{hint}") } else { format!("HTTP {status}{hint}: {body}") }
+    // Some answers only repeat the reason phrase.
+    if body.is_empty() || Some(body.as_str()) == status.canonical_reason() {
+        format!("HTTP {status}{hint}")
+    } else {
+        format!("HTTP {status}{hint}: {body}")
+    }
 }
 
 /// What went wrong with a request, in words: reqwest's own message only

@@ -74,6 +74,8 @@ fn dropped_connections_are_resumed_from_what_maas_holds() {
     // The third chunk lands but its answer is lost; the fifth is lost.
     maas.fault(2, Fault::DropAfterStore);
     maas.fault(4, Fault::DropBeforeStore);
+    // And the region is not ready for the first create.
+    maas.fail_creates(1);
 
     let out = upload(&maas, &img, &["--title", "PCG bookworm"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -100,9 +102,10 @@ fn dropped_connections_are_resumed_from_what_maas_holds() {
         ("custom/pcg", "PCG bookworm", "amd64/generic", "ubuntu/jammy", "tgz")
     );
     assert_eq!(r.size, data.len() as u64);
-    // One create, a GET after each failure, the PUTs; all of them signed.
+    // Two creates, a GET after each failed PUT, the PUTs; all signed.
     let gets = maas.requests().iter().filter(|r| r.starts_with("GET ")).count();
-    assert_eq!((maas.requests().len(), gets), (1 + 2 + 7, 2), "{:?}", maas.requests());
+    assert_eq!((maas.requests().len(), gets), (2 + 2 + 7, 2), "{:?}", maas.requests());
+    assert!(text(&out).contains("boot-resources/: HTTP 503 Service Unavailable; trying again"), "{}", text(&out));
     assert!(maas.auth_failures().is_empty(), "{:?}", maas.auth_failures());
     assert!(text(&out).contains(&format!("{} bytes", data.len())), "{}", text(&out));
     assert_eq!(text(&out).matches("asking MAAS where the upload stands").count(), 2, "{}", text(&out));

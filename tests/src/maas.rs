@@ -67,6 +67,8 @@ struct State {
     auth_failures: Vec<String>,
     puts: Vec<Put>,
     faults: BTreeMap<usize, Fault>,
+    /// POSTs still to answer 503.
+    failing_creates: usize,
 }
 
 pub struct Maas {
@@ -115,6 +117,11 @@ impl Maas {
     /// The `index`-th PUT (from 0, across the stand-in's life) meets `fault`.
     pub fn fault(&self, index: usize, fault: Fault) {
         self.lock().faults.insert(index, fault);
+    }
+
+    /// The next `n` creates answer 503, as a region that is starting does.
+    pub fn fail_creates(&self, n: usize) {
+        self.lock().failing_creates = n;
     }
 
     pub fn puts(&self) -> Vec<Put> {
@@ -203,6 +210,10 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').filter(|p| !p.is_empty()).collect();
     let not_found = || Step::Reply(text(StatusCode::NOT_FOUND, "No BootResource matches the given query."));
     match (method, parts.as_slice()) {
+        (&Method::POST, []) if st.failing_creates > 0 => {
+            st.failing_creates -= 1;
+            Step::Reply(text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"))
+        }
         (&Method::POST, []) => {
             let boundary = headers
                 .get("content-type")
