@@ -275,7 +275,7 @@ impl World {
                  After={after}\nConditionPathExists={done}\n\n\
                  [Service]\nType=oneshot\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n\
                  ExecStart=/bin/sh -c '{report}; echo e2e-report: done; systemd-analyze | sed \"s/^/e2e-analyze: /\"; \
-                 sync; systemctl --no-block poweroff'\n\n[Install]\nWantedBy=multi-user.target\n"
+                 sync; systemctl --no-block poweroff'\n\n[Install]\nWantedBy=cloud-init.target\n"
             ),
             0o644,
         );
@@ -289,14 +289,18 @@ impl World {
                  [Service]\nType=oneshot\nRemainAfterExit=yes\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n\
                  ExecStart=/bin/true\nExecStop=/bin/sh -c 'for u in {TOOL_UNITS}; do \
                  echo e2e-cpu: $$u $$(systemctl show -P CPUUsageNSec $$u); done'\n\n\
-                 [Install]\nWantedBy=multi-user.target\n"
+                 [Install]\nWantedBy=cloud-init.target\n"
             ),
             0o644,
         );
+        // Wanted by cloud-init.target, reached after cloud-final: a unit
+        // wanted by multi-user.target is ordered before it, and
+        // cloud-final.service after it.
+        std::fs::create_dir_all(t.join("etc/systemd/system/cloud-init.target.wants")).unwrap();
         for unit in ["e2e-report.service", "e2e-cpu.service"] {
             std::os::unix::fs::symlink(
                 format!("../{unit}"),
-                t.join("etc/systemd/system/multi-user.target.wants").join(unit),
+                t.join("etc/systemd/system/cloud-init.target.wants").join(unit),
             )
             .unwrap();
         }

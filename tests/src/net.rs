@@ -25,12 +25,29 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Removes the namespaces (and with them their veth pairs, whose host ends
+/// hold the same 10.201.N.1 addresses) of test runs that were killed
+/// before they could clean up.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name.strip_prefix("ni-").and_then(|r| r.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
 impl Netns {
     pub fn new() -> Self {
+        static STALE: std::sync::Once = std::sync::Once::new();
+        STALE.call_once(remove_stale);
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         assert!(n < 250, "too many namespaces");
-        let pid = std::process::id() % 100_000;
+        // The whole PID (at most 7 digits): `remove_stale` reads it back.
+        let pid = std::process::id();
         let ns = Self {
             name: format!("ni-{pid}-{n}"),
             host_if: format!("nh{pid}-{n}"),

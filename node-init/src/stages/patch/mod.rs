@@ -114,13 +114,16 @@ fn apt(args: &[&str], timeout: Duration) -> Cmd {
 /// Runs `cmd` until it succeeds, at most `REFRESH.attempts` times within
 /// `REFRESH_DEADLINE`; a missed deadline of one try counts as a failure.
 /// `None` in a dry run.
-async fn retried(cx: &Context<'_>, cmd: &Cmd) -> Result<Option<Output>> {
+async fn retried(cx: &Context<'_>, cmd: &Cmd, incomplete: fn(&Output) -> Option<String>) -> Result<Option<Output>> {
     let deadline = Instant::now() + REFRESH_DEADLINE;
     let mut attempt = 1;
     loop {
         let last = match cx.exec(cmd).await {
             Ok(None) => return Ok(None),
-            Ok(Some(out)) if out.success() => return Ok(Some(out)),
+            Ok(Some(out)) if out.success() => match incomplete(&out) {
+                None => return Ok(Some(out)),
+                Some(why) => anyhow::anyhow!("`{cmd}`: {why}"),
+            },
             Ok(Some(out)) => out.check(cmd).unwrap_err(),
             Err(e) => e,
         };
@@ -132,11 +135,27 @@ async fn retried(cx: &Context<'_>, cmd: &Cmd) -> Result<Option<Output>> {
     }
 }
 
+/// `apt-get update` exits 0 when a source could not be fetched (a proxy
+/// that refuses, a mirror that is down): the lists are then stale or empty
+/// and the upgrade would quietly find nothing to do.
+fn unfetched(out: &Output) -> Option<String> {
+    let failed: Vec<&str> = out
+        .stdout
+        .lines()
+        .chain(out.stderr.lines())
+        .map(str::trim)
+        .filter(|l| l.starts_with("W: Failed to fetch") || l.starts_with("E: Failed to fetch"))
+        .collect();
+    (!failed.is_empty()).then(|| format!("not every source could be fetched: {}", failed.join("; ")))
+}
+
 async fn apt_upgrade(cx: &Context<'_>, lock_timeout: Duration) -> Result<Option<u64>> {
     // apt waits for the frontend lock itself too, in case another process
     // took it between our check and apt's start.
     let lock_opt = format!("DPkg::Lock::Timeout={}", lock_timeout.as_secs().max(1));
-    retried(cx, &apt(&["-o", &lock_opt, "update"], REFRESH_TIMEOUT)).await.context("refreshing the package lists")?;
+    retried(cx, &apt(&["-o", &lock_opt, "update"], REFRESH_TIMEOUT), unfetched)
+        .await
+        .context("refreshing the package lists")?;
     let mut args = vec!["-y", "-o", &lock_opt];
     args.extend_from_slice(&KEEP_OLD_CONFIG);
     args.push("dist-upgrade");
@@ -159,7 +178,7 @@ async fn apt_upgrade(cx: &Context<'_>, lock_timeout: Duration) -> Result<Option<
 
 async fn dnf_upgrade(cx: &Context<'_>) -> Result<Option<u64>> {
     let upgrade = Cmd::new(["dnf", "-y", "upgrade", "--refresh"], UPGRADE_TIMEOUT);
-    let out = retried(cx, &upgrade).await.context("upgrading packages")?;
+    let out = retried(cx, &upgrade, |_| None).await.context("upgrading packages")?;
     Ok(out.map(|o| dnf_count(&o.stdout)))
 }
 

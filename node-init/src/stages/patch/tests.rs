@@ -91,6 +91,21 @@ fn a_failing_mirror_is_retried_then_the_upgrade_goes_on() {
 }
 
 #[test]
+fn a_source_apt_could_not_fetch_is_a_failed_refresh_even_with_exit_0() {
+    let w = World::new(DEBIAN);
+    let unfetched = "W: Failed to fetch https://repo.example/./InRelease  Could not connect to 10.0.0.1:3128\n\
+                     W: Some index files failed to download. They have been ignored, or old ones used instead.\n";
+    for _ in 0..REFRESH.attempts {
+        w.runner.answer(0, "", unfetched);
+    }
+    assert_eq!(w.run("os: {patch: true}\n"), 1);
+    assert_eq!(w.runner.calls().len(), REFRESH.attempts as usize, "an upgrade followed lists apt could not fetch");
+    let rec = w.record();
+    let error = rec.last_error.clone().unwrap_or_default();
+    assert!(error.contains("not every source could be fetched: W: Failed to fetch https://repo.example"), "{error}");
+}
+
+#[test]
 fn a_mirror_that_stays_down_fails_after_a_bounded_number_of_tries() {
     let w = World::new(DEBIAN);
     for _ in 0..10 {
