@@ -263,7 +263,8 @@ impl World {
                 (
                     "cloud-final.service",
                     "/var/lib/e2e-cloud-init-done",
-                    "cloud-init analyze blame | sed 's/^/e2e-blame: /'",
+                    // Inside the unit's single-quoted `sh -c`.
+                    "cloud-init analyze blame | sed \"s/^/e2e-blame: /\"",
                 )
             }
         };
