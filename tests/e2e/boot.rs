@@ -32,9 +32,6 @@ use crate::kubernetes::{FAKE_KUBEADM, Secrets, userdata};
 use crate::patch::{PKG, deb};
 
 const MAC: &str = "52:54:00:12:34:56";
-/// The units whose CPU time each tool's first boot is charged.
-const TOOL_UNITS: &str =
-    "node-init.service cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service";
 
 /// Who does the first boot's jobs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -127,16 +124,26 @@ struct Boot {
 }
 
 impl Boot {
-    /// CPU seconds per tool unit, summed over the boots (`e2e-cpu:` lines
-    /// logged at each shutdown).
+    /// CPU seconds per unit, summed over the boots: systemd's own
+    /// accounting, which it logs as "UNIT: Consumed 1min 2.345s CPU time."
+    /// when a unit stops (at the reboot and the power-off too).
     fn cpu(&self) -> std::collections::BTreeMap<String, f64> {
         let mut cpu = std::collections::BTreeMap::new();
         for l in self.serial.lines() {
-            let Some(rest) = l.split("e2e-cpu: ").nth(1) else { continue };
-            let mut parts = rest.split_whitespace();
-            if let (Some(unit), Some(Ok(ns))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
-                *cpu.entry(unit.to_owned()).or_default() += ns as f64 / 1e9;
+            let Some((head, rest)) = l.split_once(": Consumed ") else { continue };
+            let Some(spent) = rest.strip_suffix(" CPU time.") else { continue };
+            let Some(unit) = head.rsplit(' ').next() else { continue };
+            let mut secs = 0.0;
+            for part in spent.split_whitespace() {
+                if let Some(m) = part.strip_suffix("min") {
+                    secs += m.parse::<f64>().unwrap_or(0.0) * 60.0;
+                } else if let Some(ms) = part.strip_suffix("ms") {
+                    secs += ms.parse::<f64>().unwrap_or(0.0) / 1e3;
+                } else if let Some(v) = part.strip_suffix('s') {
+                    secs += v.parse::<f64>().unwrap_or(0.0);
+                }
             }
+            *cpu.entry(unit.to_owned()).or_default() += secs;
         }
         cpu
     }
@@ -229,8 +236,7 @@ impl World {
 
     /// The image unpacked, the machine's own state added (user data seed,
     /// apt source, version 1 of the package, the recording kubeadm, a unit
-    /// that reports and powers off once the tool is done, a unit that logs
-    /// the tools' CPU time at each shutdown), then a disk.
+    /// that reports and powers off once the tool is done), then a disk.
     fn disk(&self, name: &str, user_data: &str, tool: Tool) -> (PathBuf, tempfile::TempDir) {
         let tree = crate::vm::unpacked();
         let t = tree.path();
@@ -275,22 +281,8 @@ impl World {
                 "[Unit]\nDescription=e2e: report, then power off, once the first boot is done\n\
                  After={after}\nConditionPathExists={done}\n\n\
                  [Service]\nType=oneshot\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n\
-                 ExecStart=/bin/sh -c '{report}; echo e2e-report: done; systemd-analyze | sed \"s/^/e2e-analyze: /\"; \
+                 ExecStart=/bin/sh -c '{report}; echo e2e-report: done; \
                  sync; systemctl --no-block poweroff'\n\n[Install]\nWantedBy=cloud-init.target\n"
-            ),
-            0o644,
-        );
-        // Stopped before the tools' units at every shutdown, so their
-        // accounting is still there to read.
-        write(
-            t,
-            "etc/systemd/system/e2e-cpu.service",
-            &format!(
-                "[Unit]\nDescription=e2e: the tools' CPU time at shutdown\nAfter={TOOL_UNITS}\n\n\
-                 [Service]\nType=oneshot\nRemainAfterExit=yes\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n\
-                 ExecStart=/bin/true\nExecStop=/bin/sh -c 'for u in {TOOL_UNITS}; do \
-                 echo e2e-cpu: $$u $$(systemctl show -P CPUUsageNSec $$u); done'\n\n\
-                 [Install]\nWantedBy=cloud-init.target\n"
             ),
             0o644,
         );
@@ -298,13 +290,11 @@ impl World {
         // wanted by multi-user.target is ordered before it, and
         // cloud-final.service after it.
         std::fs::create_dir_all(t.join("etc/systemd/system/cloud-init.target.wants")).unwrap();
-        for unit in ["e2e-report.service", "e2e-cpu.service"] {
-            std::os::unix::fs::symlink(
-                format!("../{unit}"),
-                t.join("etc/systemd/system/cloud-init.target.wants").join(unit),
-            )
-            .unwrap();
-        }
+        std::os::unix::fs::symlink(
+            "../e2e-report.service",
+            t.join("etc/systemd/system/cloud-init.target.wants/e2e-report.service"),
+        )
+        .unwrap();
         let v1 = deb(self.work.path(), "1");
         std::fs::copy(&v1, t.join("tmp/v1.deb")).unwrap();
         sh(Command::new("chroot")
@@ -578,8 +568,8 @@ fn side_by_side_with_cloud_init_doing_the_same_jobs() {
         report += &format!("    {l}\n");
     }
     for (who, boot) in [("node-init", &ours), ("cloud-init", &theirs)] {
-        for l in boot.tagged("e2e-analyze: ") {
-            report += &format!("  systemd-analyze, {who}'s final boot: {l}\n");
+        for l in boot.tagged("Startup finished in ") {
+            report += &format!("  systemd, {who}: startup finished in {l}\n");
         }
     }
     eprintln!("{report}");
