@@ -473,6 +473,13 @@ impl Maas {
                     last = format!("POST {url}: {}", http_error(status, &body));
                 }
                 Ok(resp) => return self.json(resp, &format!("POST {url}")),
+                // A certificate the trust store rejects stays rejected.
+                Err(e) if untrusted(&e) => {
+                    return Err(Failure::Failed(anyhow!(
+                        "POST {url}: {} (for a region with its own CA, pass it with --ca-cert)",
+                        chain(&e)
+                    )));
+                }
                 Err(e) => last = format!("POST {url}: {}", chain(&e)),
             }
             if attempt < ATTEMPTS {
@@ -555,6 +562,19 @@ fn http_error(status: StatusCode, body: &str) -> String {
     } else {
         format!("HTTP {status}{hint}: {body}")
     }
+}
+
+/// Whether the server's certificate was refused. rustls says why, inside
+/// io::Errors whose `source()` skips the error they carry, hence `get_ref`.
+fn untrusted(e: &reqwest::Error) -> bool {
+    fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+        if matches!(err.downcast_ref::<rustls::Error>(), Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        let carried = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        carried.is_some_and(|inner| refused(inner)) || err.source().is_some_and(refused)
+    }
+    refused(e)
 }
 
 /// What went wrong with a request, in words: reqwest's own message only

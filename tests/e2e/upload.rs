@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use node_init_tests::kube::ClusterCa;
 use node_init_tests::maas::{Fault, Maas, Put};
 use node_init_tests::net::Background;
 
@@ -217,4 +218,46 @@ fn bad_keys_and_answers_are_named_and_the_key_never_shown() {
         text(&out)
     );
     assert_no_key(&out);
+}
+
+#[test]
+fn an_https_region_is_trusted_through_ca_cert_and_refused_without_it() {
+    let bg = Background::new();
+    let ca = ClusterCa::named("MAAS region test CA");
+    let maas = Maas::start_tls(&bg, KEY, &ca);
+    let dir = tempfile::tempdir().unwrap();
+    let (img, data) = image(dir.path());
+    let url = maas.https_url();
+    let img_s = img.display().to_string();
+
+    // The region's CA is in no trust store: the handshake fails, and says so.
+    let out = node_image(&["upload", "--maas", &url, "--name", "custom/pcg", &img_s], &[("MAAS_API_KEY", KEY)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Not retried: a certificate the trust store rejects stays rejected.
+    assert!(text(&out).contains("UnknownIssuer") && text(&out).contains("pass it with --ca-cert"), "{}", text(&out));
+    assert!(!text(&out).contains("trying again"), "{}", text(&out));
+    assert!(maas.requests().is_empty(), "a request got through an untrusted handshake");
+
+    let pem = dir.path().join("maas-ca.pem");
+    std::fs::write(&pem, &ca.cert_pem).unwrap();
+    let pem_s = pem.display().to_string();
+    let out = node_image(
+        &["upload", "--maas", &url, "--name", "custom/pcg", "--ca-cert", &pem_s, &img_s],
+        &[("MAAS_API_KEY", KEY)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let [r] = &maas.resources()[..] else { panic!("one resource") };
+    assert!(r.complete && r.data == data);
+    assert!(maas.auth_failures().is_empty(), "{:?}", maas.auth_failures());
+
+    // A --ca-cert that holds no certificate is named, and nothing is sent.
+    std::fs::write(&pem, "not a certificate\n").unwrap();
+    let n = maas.requests().len();
+    let out = node_image(
+        &["upload", "--maas", &url, "--name", "custom/pcg", "--ca-cert", &pem_s, &img_s],
+        &[("MAAS_API_KEY", KEY)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--ca-cert:") && text(&out).contains("holds no certificate"), "{}", text(&out));
+    assert_eq!(maas.requests().len(), n);
 }

@@ -56,7 +56,8 @@ impl ClusterCa {
         format!("sha256:{}", Sha256::digest(spki).iter().map(|b| format!("{b:02x}")).collect::<String>())
     }
 
-    fn leaf(&self, ip: std::net::IpAddr) -> (rustls::pki_types::CertificateDer<'static>, rcgen::KeyPair) {
+    /// A server certificate for `ip`, signed by this CA.
+    pub fn leaf(&self, ip: std::net::IpAddr) -> (rustls::pki_types::CertificateDer<'static>, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(vec!["kubernetes".to_owned()]).expect("params");
         params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));

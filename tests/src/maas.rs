@@ -79,6 +79,17 @@ pub struct Maas {
 impl Maas {
     /// Listens on a loopback port; `key` is `consumer:token:secret`.
     pub fn start(bg: &Background, key: &str) -> Self {
+        Self::serve(bg, key, None)
+    }
+
+    /// The same over TLS, with a certificate for 127.0.0.1 from `ca` (as a
+    /// region with its own CA serves https on 5443).
+    pub fn start_tls(bg: &Background, key: &str, ca: &crate::kube::ClusterCa) -> Self {
+        let (cert, cert_key) = ca.leaf("127.0.0.1".parse().expect("ip"));
+        Self::serve(bg, key, Some(crate::net::tls_acceptor(cert, &cert_key)))
+    }
+
+    fn serve(bg: &Background, key: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let [consumer, token, secret] = key.split(':').collect::<Vec<_>>()[..] else { panic!("key {key:?}") };
         let state = Arc::new(Mutex::new(State {
             consumer: consumer.to_owned(),
@@ -91,17 +102,15 @@ impl Maas {
         let shared = state.clone();
         bg.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let state = shared.clone();
+                let (state, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let kill = Arc::new(tokio::sync::Notify::new());
-                    let k = kill.clone();
-                    let service = hyper::service::service_fn(move |req| handle(state.clone(), k.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    // Dropping the connection closes the socket unanswered.
-                    tokio::select! {
-                        _ = conn => {}
-                        () = kill.notified() => {}
+                    match tls {
+                        None => connection(state, stream).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                connection(state, stream).await;
+                            }
+                        }
                     }
                 });
             }
@@ -112,6 +121,11 @@ impl Maas {
     /// The URL an operator passes as `--maas`.
     pub fn url(&self) -> String {
         format!("http://{}/MAAS", self.addr)
+    }
+
+    /// The same for a stand-in started with `start_tls`.
+    pub fn https_url(&self) -> String {
+        format!("https://{}/MAAS", self.addr)
     }
 
     /// The `index`-th PUT (from 0, across the stand-in's life) meets `fault`.
@@ -144,6 +158,23 @@ impl Maas {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("MAAS stand-in state")
+    }
+}
+
+/// One HTTP/1.1 connection; a fault drops it unanswered.
+async fn connection<S>(state: Arc<Mutex<State>>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let kill = Arc::new(tokio::sync::Notify::new());
+    let k = kill.clone();
+    let service = hyper::service::service_fn(move |req| handle(state.clone(), k.clone(), req));
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    // Dropping the connection closes the socket unanswered.
+    tokio::select! {
+        _ = conn => {}
+        () = kill.notified() => {}
     }
 }
 
