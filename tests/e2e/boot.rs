@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node_init_tests::kube::{ClusterCa, Serve, api_server};
+use node_init_tests::kube::{ApiServer, ClusterCa, Serve, api_server};
 use node_init_tests::net::{Background, Netns, file_server, intercepting_proxy};
 use node_init_tests::{text, yaml_block};
 
 use crate::kubernetes::{FAKE_KUBEADM, Secrets, userdata};
-use crate::patch::{PKG, deb};
+use crate::patch::{PKG, deb, flat_repo, run as sh};
 
 const MAC: &str = "52:54:00:12:34:56";
 
@@ -45,12 +45,6 @@ enum Tool {
 const REPO: &str = "repo.node-init.test";
 /// One boot scenario's bound, well inside the tier's 20 minutes.
 const DEADLINE: Duration = Duration::from_secs(12 * 60);
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
 
 fn write(root: &Path, rel: &str, content: &str, mode: u32) {
     let p = root.join(rel);
@@ -159,6 +153,12 @@ impl Boot {
         text(&out.stdout)
     }
 
+    /// The package's stanza in the guest's dpkg status ("" when absent).
+    fn package(&self, name: &str) -> String {
+        let status = self.file("/var/lib/dpkg/status");
+        status.split("\n\n").find(|p| p.starts_with(&format!("Package: {name}\n"))).unwrap_or_default().to_owned()
+    }
+
     fn boots(&self) -> usize {
         self.serial.matches("Linux version ").count()
     }
@@ -200,13 +200,7 @@ impl World {
         // The apt repository: version 2 of the test package, reachable
         // only through the proxy.
         let repo = work.path().join("repo");
-        std::fs::create_dir_all(&repo).unwrap();
-        let v2 = deb(work.path(), "2");
-        std::fs::copy(&v2, repo.join(v2.file_name().unwrap())).unwrap();
-        let packages = sh(Command::new("apt-ftparchive").args(["packages", "."]).current_dir(&repo));
-        std::fs::write(repo.join("Packages"), packages).unwrap();
-        let release = sh(Command::new("apt-ftparchive").args(["release", "."]).current_dir(&repo));
-        std::fs::write(repo.join("Release"), release).unwrap();
+        flat_repo(&repo, &deb(work.path(), "2"));
         let (repo_addr, repo_log) = file_server(&bg, repo);
         let proxy_ca = ClusterCa::named("node-init e2e intercepting proxy CA");
         let (_, proxy_log) = intercepting_proxy(
@@ -220,6 +214,18 @@ impl World {
         let cluster_ca =
             ClusterCa::from_pem(&secrets.get("ca.crt"), &std::fs::read_to_string(secrets.dir.join("ca.key")).unwrap());
         Self { bg, ns, work, guest, vip, secrets, cluster_ca, proxy_ca, named, repo_log, proxy_log }
+    }
+
+    /// The kube-apiserver stand-in at the VIP, serving cluster-info for
+    /// the minted CA and token.
+    fn api_server(&self) -> ApiServer {
+        api_server(
+            &self.bg,
+            format!("{}:6443", self.vip).parse().unwrap(),
+            &self.cluster_ca,
+            &self.secrets.get("token"),
+            Serve::Good,
+        )
     }
 
     fn cluster_yaml(&self, patch: bool) -> String {
@@ -387,13 +393,7 @@ fn tail(log: &str) -> String {
 #[test]
 fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
     let w = World::new();
-    let api = api_server(
-        &w.bg,
-        format!("{}:6443", w.vip).parse().unwrap(),
-        &w.cluster_ca,
-        &w.secrets.get("token"),
-        Serve::Good,
-    );
+    let api = w.api_server();
     let ud = userdata("worker", &w.cluster_yaml(true), &w.secrets);
     let (disk, tree) = w.disk("good", &ud, Tool::NodeInit);
     let boot = w.boot("good", disk, tree.path(), |_| false);
@@ -401,8 +401,7 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
 
     // Patched through the intercepting proxy, which apt trusted only
     // because node-init installed its CA; then exactly one reboot.
-    let status = boot.file("/var/lib/dpkg/status");
-    let pkg = status.split("\n\n").find(|p| p.starts_with(&format!("Package: {PKG}\n"))).unwrap_or_default();
+    let pkg = boot.package(PKG);
     assert!(pkg.contains("Version: 2\n"), "{PKG} was not upgraded:\n{pkg}\n{}", tail(serial));
     assert!(w.proxy_log.lock().unwrap().iter().any(|c| c == &format!("CONNECT {REPO}:443")));
     assert!(w.repo_log.lock().unwrap().iter().any(|r| r.contains(&format!("{PKG}_2_all.deb"))));
@@ -456,13 +455,7 @@ fn reverse(ip: Ipv4Addr) -> String {
 #[test]
 fn a_wrong_ca_hash_fails_the_unit_visibly_and_kubeadm_is_never_called() {
     let w = World::new();
-    let api = api_server(
-        &w.bg,
-        format!("{}:6443", w.vip).parse().unwrap(),
-        &w.cluster_ca,
-        &w.secrets.get("token"),
-        Serve::Good,
-    );
+    let api = w.api_server();
     let good = userdata("worker", &w.cluster_yaml(false), &w.secrets);
     let wrong = format!("sha256:{}", "e".repeat(64));
     let ud = good.replace(&w.secrets.get("ca-cert-hash"), &wrong);
@@ -492,13 +485,7 @@ fn a_wrong_ca_hash_fails_the_unit_visibly_and_kubeadm_is_never_called() {
 #[test]
 fn side_by_side_with_cloud_init_doing_the_same_jobs() {
     let w = World::new();
-    let api = api_server(
-        &w.bg,
-        format!("{}:6443", w.vip).parse().unwrap(),
-        &w.cluster_ca,
-        &w.secrets.get("token"),
-        Serve::Good,
-    );
+    let api = w.api_server();
     let ud = userdata("worker", &w.cluster_yaml(true), &w.secrets);
     let (disk, tree) = w.disk("ours", &ud, Tool::NodeInit);
     let ours = w.boot("ours", disk, tree.path(), |_| false);
@@ -523,9 +510,7 @@ fn side_by_side_with_cloud_init_doing_the_same_jobs() {
 
     // The same outcome: upgraded, one reboot, CA trusted, kubeadm called.
     for (who, boot) in [("node-init", &ours), ("cloud-init", &theirs)] {
-        let status = boot.file("/var/lib/dpkg/status");
-        let pkg = status.split("\n\n").find(|p| p.starts_with(&format!("Package: {PKG}\n"))).unwrap_or_default();
-        assert!(pkg.contains("Version: 2\n"), "{who}: not upgraded:\n{}", tail(&boot.serial));
+        assert!(boot.package(PKG).contains("Version: 2\n"), "{who}: not upgraded:\n{}", tail(&boot.serial));
         assert_eq!(boot.boots(), 2, "{who}: not exactly one reboot:\n{}", tail(&boot.serial));
         assert!(boot.serial.contains("fake-kubeadm: join"), "{who}: kubeadm not called:\n{}", tail(&boot.serial));
         assert!(boot.to_done.is_some(), "{who}: never reported done");

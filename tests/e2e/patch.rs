@@ -51,7 +51,7 @@ pub(crate) fn deb(out: &Path, version: &str) -> std::path::PathBuf {
     deb
 }
 
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?}: {}{}", text(&out.stdout), text(&out.stderr));
     text(&out.stdout)
@@ -61,19 +61,24 @@ fn chroot(root: &Path, args: &[&str]) -> String {
     run(Command::new("chroot").arg(root).args(args).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
 }
 
+/// A flat apt repository (`deb [trusted=yes] URL ./`) in `repo` holding
+/// `deb`.
+pub(crate) fn flat_repo(repo: &Path, deb: &Path) {
+    std::fs::create_dir_all(repo).unwrap();
+    std::fs::copy(deb, repo.join(deb.file_name().unwrap())).unwrap();
+    let packages = run(Command::new("apt-ftparchive").arg("packages").arg(".").current_dir(repo));
+    std::fs::write(repo.join("Packages"), packages).unwrap();
+    let release = run(Command::new("apt-ftparchive").arg("release").arg(".").current_dir(repo));
+    std::fs::write(repo.join("Release"), release).unwrap();
+}
+
 /// A flat repository at `/srv/repo` inside the root holding version 2, the
 /// only source apt knows; version 1 installed.
 fn prepare(root: &Path) {
     let build = tempfile::tempdir().unwrap();
     let v1 = deb(build.path(), "1");
     let v2 = deb(build.path(), "2");
-    let repo = root.join("srv/repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::copy(&v2, repo.join(v2.file_name().unwrap())).unwrap();
-    let packages = run(Command::new("apt-ftparchive").arg("packages").arg(".").current_dir(&repo));
-    std::fs::write(repo.join("Packages"), packages).unwrap();
-    let release = run(Command::new("apt-ftparchive").arg("release").arg(".").current_dir(&repo));
-    std::fs::write(repo.join("Release"), release).unwrap();
+    flat_repo(&root.join("srv/repo"), &v2);
     std::fs::write(root.join("etc/apt/sources.list"), "deb [trusted=yes] file:/srv/repo ./\n").unwrap();
     if let Ok(entries) = std::fs::read_dir(root.join("etc/apt/sources.list.d")) {
         for e in entries.flatten() {

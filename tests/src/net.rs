@@ -165,6 +165,16 @@ pub enum ProxyMode {
     Forbid,
 }
 
+/// A proxy request's head, up to the blank line; `None` if the client
+/// leaves first.
+async fn request_head(client: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(client.read_u8().await.ok()?);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// An HTTP CONNECT proxy on `addr`; returns the bound address.
 pub fn connect_proxy(bg: &Background, addr: SocketAddr, mode: ProxyMode) -> SocketAddr {
     let listener = bg.listen(addr);
@@ -173,12 +183,7 @@ pub fn connect_proxy(bg: &Background, addr: SocketAddr, mode: ProxyMode) -> Sock
         while let Ok((mut client, _)) = listener.accept().await {
             let mode = mode.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    let Ok(b) = client.read_u8().await else { return };
-                    head.push(b);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(head) = request_head(&mut client).await else { return };
                 let upstream = match &mode {
                     ProxyMode::Allow(up) => Some(*up),
                     ProxyMode::Auth { user_pass, upstream } => {
@@ -315,12 +320,7 @@ pub fn intercepting_proxy(
         while let Ok((mut client, _)) = listener.accept().await {
             let (issuer, seen) = (issuer.clone(), seen.clone());
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    let Ok(b) = client.read_u8().await else { return };
-                    head.push(b);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(head) = request_head(&mut client).await else { return };
                 let Some(target) = head.strip_prefix("CONNECT ").and_then(|r| r.split_whitespace().next()) else {
                     let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n").await;
                     return;
