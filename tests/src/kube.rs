@@ -53,7 +53,7 @@ impl ClusterCa {
     pub fn hash(&self) -> String {
         let key = rcgen::KeyPair::from_pem(&self.key_pem).expect("CA key");
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
-        format!("sha256:{}", Sha256::digest(spki).iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!("sha256:{}", crate::hex(&Sha256::digest(spki)))
     }
 
     /// A server certificate for `ip`, signed by this CA.

@@ -32,6 +32,11 @@ pub fn node_init(args: &[&str]) -> Output {
         .expect("starting node-init")
 }
 
+/// Lower-case hex, as sha256sum and kubeadm's pins print digests.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -411,17 +411,13 @@ fn store(r: &mut Resource, chunk: &[u8], declared: Option<usize>) -> Result<(), 
     }
     r.data.extend_from_slice(chunk);
     if r.data.len() as u64 == r.size {
-        if hex(&Sha256::digest(&r.data)) != r.sha256 {
+        if crate::hex(&Sha256::digest(&r.data)) != r.sha256 {
             r.data.clear();
             return Err("Saved content does not match given SHA256 value.");
         }
         r.complete = true;
     }
     Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `boot_resource_to_dict(resource, with_sets=True)`.
