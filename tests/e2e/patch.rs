@@ -197,3 +197,31 @@ fn a_lock_held_past_the_bound_fails_naming_the_holder() {
     let changed: Vec<_> = after.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
     assert!(changed.iter().all(|k| k.starts_with("var/lib/node-init")), "{changed:?}");
 }
+
+#[test]
+fn a_source_apt_cannot_reach_fails_the_refresh_though_apt_exits_0() {
+    let root = extracted();
+    let r = root.path();
+    prepare(r);
+    // A second source on a loopback port nothing listens on: apt-get update
+    // warns "Failed to fetch" and exits 0.
+    let mut sources = std::fs::read_to_string(r.join("etc/apt/sources.list")).unwrap();
+    sources.push_str("deb [trusted=yes] http://127.0.0.1:9/ ./\n");
+    std::fs::write(r.join("etc/apt/sources.list"), sources).unwrap();
+    boot(r, "aaaaaaaa-0000-0000-0000-000000000003");
+    let cfg = r.join("tmp/config.yaml");
+    std::fs::write(&cfg, "os:\n  patch: true\n").unwrap();
+    let out = node_init(&["run", "--root", r.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--only", "patch"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // The refresh failed, so no upgrade followed on half the lists.
+    assert_eq!(installed(r), "1");
+    let st = state(r);
+    assert_eq!(st["stages"]["patch"]["status"], "failed", "{st:#}");
+    let err = st["stages"]["patch"]["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("not every source could be fetched")
+            && err.contains("http://127.0.0.1:9/")
+            && err.contains("gave up after 5 attempts"),
+        "{err}"
+    );
+}
