@@ -1,6 +1,8 @@
 //! node-image: builds reproducible MAAS custom images with node-init and
 //! `overlays/` baked in, and uploads them to MAAS (DESIGN.md §image
-//! pipeline).
+//! pipeline). `main` parses, dispatches, prints the error chain once and
+//! maps it to an exit code: bad usage ([`UsageError`] anywhere in the
+//! chain) is 2, any other failure 1, as in node-init.
 
 mod build;
 mod progress;
@@ -27,6 +29,22 @@ enum Command {
     Upload(upload::Args),
 }
 
+/// Bad usage that clap cannot see (a malformed API key, a URL that is not
+/// MAAS's): exit 2, nothing was read or sent. Return it wrapped in anyhow;
+/// context added on the way up does not change the exit code.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+// By hand rather than with thiserror: the derive would be the crate's only
+// use of it, and adding it means a Cargo.lock change outside this crate.
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -35,24 +53,43 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    match cli.command {
-        Command::Build(a) => match build::run(&a) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("node-image: error: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-        Command::Upload(a) => match upload::run(&a) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(upload::Failure::Usage(e)) => {
-                eprintln!("node-image: error: {e}");
-                ExitCode::from(2)
-            }
-            Err(upload::Failure::Failed(e)) => {
-                eprintln!("node-image: error: {e:#}");
-                ExitCode::from(1)
-            }
-        },
+    let result = match cli.command {
+        Command::Build(a) => build::run(&a),
+        Command::Upload(a) => upload::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node-image: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for bad usage anywhere in the chain, else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<UsageError>()) { 2 } else { 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_anywhere_in_the_chain_exits_2_and_anything_else_1() {
+        let usage = anyhow::Error::new(UsageError("--name \"x\": expected custom/NAME".into()));
+        assert_eq!(exit_code(&usage), 2);
+        assert_eq!(format!("{usage:#}"), "--name \"x\": expected custom/NAME");
+        assert_eq!(exit_code(&usage.context("uploading")), 2);
+        assert_eq!(exit_code(&anyhow::anyhow!("HTTP 401 Unauthorized")), 1);
+        let io = Err::<(), _>(std::io::Error::other("disk full")).context("writing x").unwrap_err();
+        assert_eq!(exit_code(&io), 1);
     }
 }

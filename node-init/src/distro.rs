@@ -1,9 +1,17 @@
-//! The distribution family of the node (or image), from `/etc/os-release`:
-//! it decides the trust store's paths and the package manager.
+//! The distribution family of the node (or image), from `/etc/os-release`,
+//! and everything that differs per family: the trust store's anchor
+//! directory, its system bundle and update tool. Both the `proxy` stage
+//! (which writes the trust) and `verify` (which reads it) ask here.
+
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::root::Root;
+use crate::runner::Cmd;
+
+/// How long the trust store's update tool may take.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -28,5 +36,31 @@ pub fn family(root: &Root) -> Result<Family> {
         Ok(Family::Rhel)
     } else {
         bail!("unsupported distribution {:?} in /etc/os-release (expected the Debian or RHEL family)", ids.trim())
+    }
+}
+
+impl Family {
+    /// Where local CA anchors go.
+    pub fn anchor_dir(self) -> &'static str {
+        match self {
+            Self::Debian => "/usr/local/share/ca-certificates",
+            Self::Rhel => "/etc/pki/ca-trust/source/anchors",
+        }
+    }
+
+    /// The system bundle every TLS client reads.
+    pub fn bundle(self) -> &'static str {
+        match self {
+            Self::Debian => "/etc/ssl/certs/ca-certificates.crt",
+            Self::Rhel => "/etc/pki/tls/certs/ca-bundle.crt",
+        }
+    }
+
+    /// The tool that rebuilds the bundle from the anchors.
+    pub fn update_command(self) -> Cmd {
+        match self {
+            Self::Debian => Cmd::new(["update-ca-certificates"], UPDATE_TIMEOUT),
+            Self::Rhel => Cmd::new(["update-ca-trust", "extract"], UPDATE_TIMEOUT),
+        }
     }
 }

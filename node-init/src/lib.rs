@@ -10,10 +10,12 @@ pub mod cli;
 pub mod config;
 pub mod distro;
 pub mod dns;
+pub mod error;
 pub mod jws;
 pub mod logging;
 pub mod maas;
 pub mod net;
+pub mod node;
 pub mod pipeline;
 pub mod pki;
 pub mod retry;
@@ -22,11 +24,5 @@ pub mod runner;
 pub mod secret;
 pub mod stages;
 pub mod state;
-
-/// Exit codes shared by every subcommand (DESIGN.md §Exit codes).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILED: u8 = 1;
-    pub const BAD_CONFIG: u8 = 2;
-    pub const REBOOT_REQUIRED: u8 = 3;
-}
+#[cfg(test)]
+mod testing;

@@ -1,146 +1,38 @@
-//! The first-boot pipeline: the `Stage` trait and the loop that runs the
-//! table in [`crate::stages`] against the state file.
+//! The loop that runs the stage table ([`crate::stages`]) against the
+//! state file, and returns what happened; the CLI turns that into an exit
+//! code.
 //!
 //! Contract: each stage is idempotent; its record is saved before it starts
 //! (`running`) and after it ends. A run resumes at the first stage that is
 //! not settled (done or skipped with the same inputs). A stage that needs a
 //! reboot is recorded with the boot id first; in a later boot it counts as
 //! done, so one patch never reboots twice, and a loop guard refuses a
-//! fourth reboot. `--root` and `--no-reboot` never reboot: exit 3.
+//! fourth reboot. `--root` and `--no-reboot` never reboot.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use crate::config::Config;
-use crate::exit;
-use crate::root::{Change, Root};
-use crate::runner::{Cmd, Output, Runner};
+use crate::error::UsageError;
+use crate::root::Root;
+use crate::runner::Cmd;
+use crate::stages::{Context, Done, Fingerprint, Outcome, Stage};
 use crate::state::{self, RebootRecord, StageRecord, State, Status};
 
 /// More reboots than this in one pipeline is a loop, not a patch.
 pub const MAX_REBOOTS: usize = 3;
 
-pub type Facts = serde_json::Map<String, serde_json::Value>;
-
-#[derive(Debug)]
-pub enum Outcome {
-    Done(Facts),
-    /// Nothing to do for this config, and why.
-    Skipped(String),
-    /// Done, but the node must reboot before the next stage.
-    RebootRequired {
-        reason: String,
-        facts: Facts,
-    },
-}
-
-#[async_trait]
-pub trait Stage: Send + Sync {
-    fn name(&self) -> &'static str;
-
-    /// What the stage's work depends on, as text (secrets print redacted).
-    /// A settled stage whose inputs changed runs again.
-    fn inputs(&self, config: &Config) -> String;
-
-    async fn run(&self, cx: &Context<'_>) -> Result<Outcome>;
-}
-
-/// What a stage may touch: the root, the config, the runner, and whether
-/// this is a dry run (then writes and commands are planned, not done).
-pub struct Context<'a> {
-    pub root: &'a Root,
-    pub node: Node,
-    pub config: &'a Config,
-    pub runner: &'a dyn Runner,
-    pub boot_id: String,
-    pub dry_run: bool,
-    plan: Mutex<Vec<String>>,
-}
-
-impl<'a> Context<'a> {
-    pub fn new(root: &'a Root, config: &'a Config, runner: &'a dyn Runner, dry_run: bool) -> Result<Self> {
-        Ok(Self {
-            root,
-            node: Node::default(),
-            config,
-            runner,
-            boot_id: state::boot_id(root)?,
-            dry_run,
-            plan: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn note(&self, line: String) {
-        self.plan.lock().expect("plan lock").push(line);
-    }
-
-    /// What a dry run would have changed, one line each.
-    pub fn plan(&self) -> Vec<String> {
-        self.plan.lock().expect("plan lock").clone()
-    }
-
-    /// Writes a file atomically (or, in a dry run, says it would).
-    pub fn write(&self, path: &str, content: &[u8], mode: u32) -> Result<Change> {
-        if !self.dry_run {
-            let change = self.root.write(path, content, mode)?;
-            if change != Change::Unchanged {
-                tracing::info!(path, ?change, "wrote");
-            }
-            return Ok(change);
-        }
-        let change = match self.root.read_opt(path)? {
-            None => Change::Created,
-            Some(old) if old == content => Change::Unchanged,
-            Some(_) => Change::Updated,
-        };
-        if change != Change::Unchanged {
-            self.note(format!(
-                "would {} {path} (mode {mode:o})",
-                if change == Change::Created { "create" } else { "update" }
-            ));
-        }
-        Ok(change)
-    }
-
-    /// Removes a file (or, in a dry run, says it would).
-    pub fn remove(&self, path: &str) -> Result<Change> {
-        if !self.dry_run {
-            let change = self.root.remove(path)?;
-            if change == Change::Removed {
-                tracing::info!(path, "removed");
-            }
-            return Ok(change);
-        }
-        if self.root.exists(path) {
-            self.note(format!("would remove {path}"));
-            return Ok(Change::Removed);
-        }
-        Ok(Change::Unchanged)
-    }
-
-    /// Runs a command that changes the system; `None` in a dry run.
-    pub async fn exec(&self, cmd: &Cmd) -> Result<Option<Output>> {
-        if self.dry_run {
-            self.note(format!("would run {cmd}"));
-            return Ok(None);
-        }
-        Ok(Some(self.runner.run(cmd).await?))
-    }
-}
-
-/// Facts about the node the stages act for, gathered once by the caller.
-#[derive(Debug, Clone, Default)]
-pub struct Node {
-    pub fqdn: Option<String>,
-    /// Empty under `--root`: an image has no addresses of its own yet.
-    pub addresses: Vec<std::net::IpAddr>,
-    /// The MAAS server's host, from cloud-init's MAAS datasource.
-    pub maas_server: Option<String>,
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Every selected stage is settled.
+    Done,
+    /// A stage failed; its record holds the error.
+    Failed,
+    /// A stage needs a reboot that this run may not do (`--root`,
+    /// `--no-reboot`, a dry run), or one that was asked of systemd.
+    RebootRequired,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -150,36 +42,35 @@ pub struct Options {
     pub no_reboot: bool,
 }
 
-/// Runs the selected stages in table order and returns the exit code.
-pub async fn run(stages: &[&dyn Stage], cx: &Context<'_>, opts: &Options) -> Result<u8> {
+/// Runs the selected stages in table order.
+pub async fn run(stages: &[&dyn Stage], cx: &Context<'_>, opts: &Options) -> Result<End> {
     let selected = select(stages, opts)?;
     let _lock = if cx.dry_run { None } else { Some(lock(cx.root)?) };
     let mut st = State::load(cx.root)?;
+    let key = fingerprint_key(cx)?;
     for stage in selected {
         let span = tracing::info_span!("stage", stage = stage.name());
-        let code = run_one(*stage, cx, opts, &mut st).instrument(span).await?;
-        if code != exit::OK {
-            return Ok(code);
+        let end = run_one(*stage, cx, opts, &key, &mut st).instrument(span).await?;
+        if end != End::Done {
+            return Ok(end);
         }
     }
     let all_settled = stages.iter().all(|s| st.stages.get(s.name()).is_some_and(|r| r.status.settled()));
     if all_settled && !cx.dry_run {
-        let marker = format!("done in boot {} at {}\n", cx.boot_id, state::now_rfc3339());
+        let marker = format!("done in boot {} at {}\n", cx.node.boot_id, state::now_rfc3339());
         if !cx.root.exists(state::DONE_PATH) {
             cx.root.write(state::DONE_PATH, marker.as_bytes(), 0o644)?;
         }
         tracing::info!("all stages done");
     }
-    Ok(exit::OK)
+    Ok(End::Done)
 }
 
 fn select<'s>(stages: &'s [&'s dyn Stage], opts: &Options) -> Result<Vec<&'s &'s dyn Stage>> {
     let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
     for n in opts.only.iter().chain(&opts.skip) {
         if !names.contains(&n.as_str()) {
-            return Err(
-                crate::cli::UsageError(format!("unknown stage {n:?}; the stages are: {}", names.join(", "))).into()
-            );
+            return Err(UsageError(format!("unknown stage {n:?}; the stages are: {}", names.join(", "))).into());
         }
     }
     Ok(stages
@@ -202,18 +93,34 @@ fn lock(root: &Root) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .map_err(|(_, e)| anyhow::anyhow!("another node-init run holds {} ({e})", path.display()))
 }
 
-fn fingerprint(stage: &dyn Stage, config: &Config) -> String {
-    hex::encode(Sha256::digest(stage.inputs(config).as_bytes()))
+/// The node's key for the secrets in stage fingerprints: made once, 0600.
+/// A dry run does not create it; without one it compares against a fresh
+/// key, so stages with secrets look changed and run (as a plan).
+fn fingerprint_key(cx: &Context<'_>) -> Result<Vec<u8>> {
+    if let Some(key) = cx.root.read_opt(state::KEY_PATH)?.filter(|k| k.len() == 32) {
+        return Ok(key);
+    }
+    let key = crate::pki::random_bytes::<32>()?.to_vec();
+    if !cx.dry_run {
+        cx.root.write(state::KEY_PATH, &key, 0o600)?;
+    }
+    Ok(key)
 }
 
-async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, st: &mut State) -> Result<u8> {
+fn fingerprint(stage: &dyn Stage, cx: &Context<'_>, key: &[u8]) -> String {
+    let mut f = Fingerprint::new(key);
+    stage.inputs(cx.config, &mut f);
+    f.finish()
+}
+
+async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, key: &[u8], st: &mut State) -> Result<End> {
     let name = stage.name();
-    let inputs = fingerprint(stage, cx.config);
+    let inputs = fingerprint(stage, cx, key);
     let prev = st.stages.get(name).cloned();
     if let Some(rec) = &prev {
         if rec.status.settled() && rec.inputs == inputs {
             tracing::debug!("already {}", rec.status.as_str());
-            return Ok(exit::OK);
+            return Ok(End::Done);
         }
         if rec.status == Status::RebootPending {
             return resume_after_reboot(name, rec.clone(), cx, opts, st).await;
@@ -223,14 +130,10 @@ async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, st: &mut S
     let mut rec = StageRecord {
         status: Status::Running,
         attempts: prev.as_ref().map_or(0, |r| r.attempts) + 1,
-        boot_id: cx.boot_id.clone(),
+        boot_id: cx.node.boot_id.clone(),
         inputs,
         started: state::now_rfc3339(),
-        finished: None,
-        duration_ms: None,
-        reason: None,
-        last_error: None,
-        facts: Facts::new(),
+        ..StageRecord::default()
     };
     save(cx, st, name, &rec)?;
     tracing::info!(attempt = rec.attempts, "starting");
@@ -238,17 +141,17 @@ async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, st: &mut S
     rec.finished = Some(state::now_rfc3339());
     rec.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     match result {
-        Ok(Outcome::Done(facts)) => {
+        Ok(Outcome::Done(done)) => {
             rec.status = Status::Done;
-            rec.facts = facts;
+            keep(&mut rec, done);
         }
         Ok(Outcome::Skipped(reason)) => {
             tracing::info!(%reason, "skipped");
             rec.status = Status::Skipped;
             rec.reason = Some(reason);
         }
-        Ok(Outcome::RebootRequired { reason, facts }) => {
-            rec.facts = facts;
+        Ok(Outcome::RebootRequired { reason, done }) => {
+            keep(&mut rec, done);
             return request_reboot(name, rec, reason, cx, opts, st).await;
         }
         Err(e) => {
@@ -257,12 +160,17 @@ async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, st: &mut S
             rec.status = Status::Failed;
             rec.last_error = Some(msg);
             save(cx, st, name, &rec)?;
-            return Ok(exit::FAILED);
+            return Ok(End::Failed);
         }
     }
     tracing::info!(duration_ms = rec.duration_ms, "{}", rec.status.as_str());
     save(cx, st, name, &rec)?;
-    Ok(exit::OK)
+    Ok(End::Done)
+}
+
+fn keep(rec: &mut StageRecord, done: Done) {
+    rec.summary = done.summary;
+    rec.details = done.details;
 }
 
 fn save(cx: &Context<'_>, st: &mut State, name: &str, rec: &StageRecord) -> Result<()> {
@@ -277,7 +185,7 @@ async fn request_reboot(
     cx: &Context<'_>,
     opts: &Options,
     st: &mut State,
-) -> Result<u8> {
+) -> Result<End> {
     if st.reboots.len() >= MAX_REBOOTS {
         let msg = format!(
             "refusing to reboot again: node-init already rebooted this node {} times ({}); \
@@ -290,18 +198,18 @@ async fn request_reboot(
         rec.status = Status::Failed;
         rec.last_error = Some(msg);
         save(cx, st, name, &rec)?;
-        return Ok(exit::FAILED);
+        return Ok(End::Failed);
     }
     rec.status = Status::RebootPending;
     rec.reason = Some(reason.clone());
     st.reboots.push(RebootRecord {
         stage: name.to_owned(),
-        boot_id: cx.boot_id.clone(),
+        boot_id: cx.node.boot_id.clone(),
         at: state::now_rfc3339(),
         reason: reason.clone(),
     });
     save(cx, st, name, &rec)?;
-    reboot_or_exit(&reason, cx, opts).await
+    reboot_or_stop(&reason, cx, opts).await
 }
 
 /// A stage waiting for a reboot: in a new boot it is done; in the same boot
@@ -313,28 +221,28 @@ async fn resume_after_reboot(
     cx: &Context<'_>,
     opts: &Options,
     st: &mut State,
-) -> Result<u8> {
+) -> Result<End> {
     let reason = rec.reason.clone().unwrap_or_default();
-    if rec.boot_id != cx.boot_id {
+    if rec.boot_id != cx.node.boot_id {
         tracing::info!(from_boot = %rec.boot_id, "resumed after reboot");
-        rec.facts.insert("rebooted_from_boot".into(), rec.boot_id.clone().into());
+        rec.rebooted_from_boot = Some(rec.boot_id.clone());
         rec.status = Status::Done;
         rec.finished.get_or_insert_with(state::now_rfc3339);
         save(cx, st, name, &rec)?;
-        return Ok(exit::OK);
+        return Ok(End::Done);
     }
-    reboot_or_exit(&reason, cx, opts).await
+    reboot_or_stop(&reason, cx, opts).await
 }
 
-async fn reboot_or_exit(reason: &str, cx: &Context<'_>, opts: &Options) -> Result<u8> {
+async fn reboot_or_stop(reason: &str, cx: &Context<'_>, opts: &Options) -> Result<End> {
     if !cx.root.is_host() || opts.no_reboot || cx.dry_run {
         tracing::warn!(%reason, "a reboot is required and was not performed; rerun node-init after rebooting");
-        return Ok(exit::REBOOT_REQUIRED);
+        return Ok(End::RebootRequired);
     }
     tracing::warn!(%reason, "rebooting");
     let cmd = Cmd::new(["systemctl", "reboot"], Duration::from_secs(60));
     match cx.runner.run(&cmd).await.and_then(|o| o.check(&cmd)) {
-        Ok(_) => Ok(exit::REBOOT_REQUIRED),
+        Ok(_) => Ok(End::RebootRequired),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "systemctl reboot failed; rebooting through the reboot system call");
             nix::unistd::sync();

@@ -1,4 +1,5 @@
-//! X.509 helpers: PEM bundles, CA validation and kubeadm's CA pin.
+//! X.509 helpers: PEM bundles, CA validation, kubeadm's CA pin, and the
+//! minting of a cluster's CA and random secrets.
 //!
 //! The pin is `sha256:` + hex of SHA-256 over the certificate's whole DER
 //! SubjectPublicKeyInfo (outer SEQUENCE included), exactly what kubeadm's
@@ -6,8 +7,11 @@
 //! -pubin -outform der | sha256sum` compute.
 
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
+
+use ::time as clock;
 
 /// The DER of every `CERTIFICATE` block in `pem`, each checked to parse.
 /// Fails when there is none, or when a block is not a certificate.
@@ -95,6 +99,61 @@ pub fn check_private_key_pem(pem: &[u8]) -> Result<()> {
     }
 }
 
+/// The CA lives ten years, as kubeadm's own.
+pub const CA_DAYS: i64 = 3650;
+
+/// One DER certificate as PEM.
+pub fn pem_encode(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// A new cluster CA (ECDSA P-256, `CA_DAYS`), as PEM certificate and key.
+pub fn new_ca() -> Result<(String, String)> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the CA key")?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "kubernetes");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+        rcgen::KeyUsagePurpose::KeyCertSign,
+    ];
+    let now = clock::OffsetDateTime::now_utc();
+    params.not_before = now - clock::Duration::minutes(5);
+    params.not_after = now + clock::Duration::days(CA_DAYS);
+    let cert = params.self_signed(&key).context("signing the CA")?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// `N` bytes from the system's random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("the system's random source: {e}"))?;
+    Ok(b)
+}
+
+/// `n` characters of `[a-z0-9]`, uniformly (bytes past the largest
+/// multiple of 36 are drawn again).
+pub fn random_chars(n: usize) -> Result<String> {
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        for b in random_bytes::<32>()? {
+            if b < 252 && out.len() < n {
+                out.push(char::from(ALPHABET[usize::from(b % 36)]));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +173,26 @@ mod tests {
         assert!(!key_matches_certificate(&rsa, &fixture("ca-ec-sec1.key")).unwrap());
         assert!(!key_matches_certificate(&ec, &fixture("ca-rsa-pkcs1.key")).unwrap());
         assert!(key_matches_certificate(&ec, b"not a key").is_err());
+    }
+
+    #[test]
+    fn random_tokens_have_kubeadm_shape_and_differ() {
+        let a = random_chars(16).unwrap();
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{a}");
+        assert_ne!(a, random_chars(16).unwrap());
+        let token = format!("{}.{}", random_chars(6).unwrap(), random_chars(16).unwrap());
+        assert!(token.parse::<crate::config::values::Token>().is_ok());
+    }
+
+    #[test]
+    fn the_ca_is_a_ten_year_ca_whose_key_matches() {
+        let (cert, key) = new_ca().unwrap();
+        let der = pem_certificates(cert.as_bytes()).unwrap().remove(0);
+        let now = clock::OffsetDateTime::now_utc().unix_timestamp();
+        check_ca(&der, now).unwrap();
+        check_ca(&der, now + (CA_DAYS - 1) * 86400).unwrap();
+        assert!(check_ca(&der, now + (CA_DAYS + 1) * 86400).is_err());
+        assert!(key_matches_certificate(&der, key.as_bytes()).unwrap());
     }
 }

@@ -15,11 +15,14 @@ pub const STATE_DIR: &str = "/var/lib/node-init";
 pub const STATE_PATH: &str = "/var/lib/node-init/state.json";
 pub const DONE_PATH: &str = "/var/lib/node-init/done";
 pub const LOCK_PATH: &str = "/var/lib/node-init/lock";
+/// The node's key for secrets in stage fingerprints (0600).
+pub const KEY_PATH: &str = "/var/lib/node-init/fingerprint.key";
 pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
+    #[default]
     Running,
     Done,
     Skipped,
@@ -44,7 +47,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
     pub status: Status,
     pub attempts: u32,
@@ -62,9 +65,15 @@ pub struct StageRecord {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The one line an operator reads first: what the stage did or warns of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The boot a reboot for this stage left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebooted_from_boot: Option<String>,
     /// What the stage did, for `status` (files written, packages upgraded...).
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub facts: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, alias = "facts", skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,10 +4,12 @@
 
 use std::net::Ipv4Addr;
 
+use anyhow::Result;
 use async_trait::async_trait;
 use ipnet::{IpNet, Ipv4Net};
 
-use super::{Check, Facts, Finding, fail, pass};
+use super::kernel::read;
+use super::{Check, Finding, Inputs, fail, pass};
 
 pub struct Overlap;
 
@@ -31,23 +33,23 @@ impl Check for Overlap {
     fn name(&self) -> &'static str {
         "cidr_overlap"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let (pod, svc) = f.config.cidrs();
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        let (pod, svc) = i.config.cidrs();
         if pod.overlaps(&svc.0) {
-            return fail(format!("pod CIDR {pod} overlaps service CIDR {svc}"));
+            return Ok(fail(format!("pod CIDR {pod} overlaps service CIDR {svc}")));
         }
-        let route_table = f.root.read_string_opt("/proc/net/route").ok().flatten().unwrap_or_default();
-        let routed = routes(&route_table);
-        let local = f.addresses.iter().map(|a| (a.interface.clone(), a.net.trunc(), "address"));
-        let checked = f.addresses.len() + routed.len();
+        let routed = routes(&read(i, "/proc/net/route")?);
+        let addresses = &i.node.addresses;
+        let local = addresses.iter().map(|a| (a.interface.clone(), a.net.trunc(), "address"));
+        let checked = addresses.len() + routed.len();
         for (iface, net, kind) in local.chain(routed.into_iter().map(|(i, n)| (i, n, "route"))) {
             for (name, cidr) in [("pod", pod), ("service", svc)] {
                 if cidr.overlaps(&net) {
-                    return fail(format!("{name} CIDR {cidr} overlaps {kind} {net} on {iface}"));
+                    return Ok(fail(format!("{name} CIDR {cidr} overlaps {kind} {net} on {iface}")));
                 }
             }
         }
-        pass(format!("pod {pod} and service {svc} clear of {checked} local addresses and routes"))
+        Ok(pass(format!("pod {pod} and service {svc} clear of {checked} local addresses and routes")))
     }
 }
 

@@ -1,32 +1,26 @@
 //! DNS checks, each asking every MAAS DNS server at once so a dead server
 //! costs one timeout: the FQDN forward and reverse, the zone's SOA, the
 //! delegation (the system resolver agrees with MAAS), and `dns.require`.
+//! The verdicts are the ones the `dns` stage gives ([`crate::dns`]).
 
-use std::net::IpAddr;
-
+use anyhow::{Result, anyhow, bail};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 
-use super::{Check, Facts, Finding, Status, every, fail, pass};
-use crate::dns::{Answer, Server};
-use crate::stages::dns::{forward_verdict, reverse_warning};
+use super::{Check, Finding, Inputs, every, fail, pass, skip};
+use crate::dns::{Answer, Server, forward_verdict, reverse_warning};
 
-/// The MAAS DNS servers to ask, or the failure when there is none.
-fn maas(f: &Facts<'_>) -> Result<Vec<Server>, Finding> {
-    if f.maas_servers.is_empty() {
-        return Err(fail("no DNS server: set dns.nameservers or /etc/resolv.conf"));
+/// The MAAS DNS servers to ask; with none there is nobody to ask.
+fn maas(i: &Inputs<'_>) -> Result<Vec<Server>> {
+    if i.node.maas_servers.is_empty() {
+        bail!("no DNS server to ask: set dns.nameservers or list one in /etc/resolv.conf");
     }
-    Ok(f.maas_servers.iter().map(|a| Server::new(*a, f.query_timeout)).collect())
+    Ok(i.node.maas_servers.iter().map(|a| Server::new(*a, i.query_timeout)).collect())
 }
 
-/// The FQDN and the MAAS servers, or why the check failed.
-fn inputs<'f>(f: &'f Facts<'_>) -> Result<(&'f str, Vec<Server>), Finding> {
-    let Some(fqdn) = f.fqdn.as_deref() else { return Err(fail("the node's FQDN is unknown: set hostname")) };
-    Ok((fqdn, maas(f)?))
-}
-
-fn own(f: &Facts<'_>) -> Vec<IpAddr> {
-    f.addresses.iter().map(|a| a.net.addr()).collect()
+/// The FQDN to ask for; unknown, there is nothing to ask.
+fn fqdn<'i>(i: &'i Inputs<'_>) -> Result<&'i str> {
+    i.node.fqdn.as_deref().map_err(|why| anyhow!("the node's FQDN is unknown ({why}): set hostname"))
 }
 
 /// Every server must pass.
@@ -44,12 +38,8 @@ impl Check for Forward {
     fn name(&self) -> &'static str {
         "dns_forward"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let (fqdn, servers) = match inputs(f) {
-            Ok(i) => i,
-            Err(finding) => return finding,
-        };
-        let own = own(f);
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        let (fqdn, servers, own) = (fqdn(i)?, maas(i)?, i.node.ips());
         let results = join_all(servers.iter().map(|s| async {
             let answer = s.addresses(fqdn).await;
             forward_verdict(&answer, &own)
@@ -57,7 +47,7 @@ impl Check for Forward {
                 .map_err(|e| format!("{fqdn} via {}: {e}", s.addr))
         }))
         .await;
-        all(results, fqdn)
+        Ok(all(results, fqdn))
     }
 }
 
@@ -68,12 +58,8 @@ impl Check for Reverse {
     fn name(&self) -> &'static str {
         "dns_reverse"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let (fqdn, servers) = match inputs(f) {
-            Ok(i) => i,
-            Err(finding) => return finding,
-        };
-        let own = own(f);
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        let (fqdn, servers, own) = (fqdn(i)?, maas(i)?, i.node.ips());
         let results = join_all(servers.iter().map(|s| async {
             let ip = forward_verdict(&s.addresses(fqdn).await, &own)
                 .map_err(|e| format!("no address of this node to look up via {}: {e}", s.addr))?;
@@ -83,7 +69,7 @@ impl Check for Reverse {
             }
         }))
         .await;
-        all(results, &format!("PTR names {fqdn}"))
+        Ok(all(results, &format!("PTR names {fqdn}")))
     }
 }
 
@@ -94,20 +80,16 @@ impl Check for Zone {
     fn name(&self) -> &'static str {
         "dns_zone"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let zone = f.config.dns.domain.as_str();
-        let servers = match maas(f) {
-            Ok(s) => s,
-            Err(finding) => return finding,
-        };
-        let results = join_all(servers.into_iter().map(|s| async move {
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        let zone = i.config.dns.domain.as_str();
+        let results = join_all(maas(i)?.into_iter().map(|s| async move {
             match s.soa(zone).await {
                 Answer::Names(n) => Ok(format!("{} via {}", n.join(", "), s.addr)),
                 other => Err(format!("SOA of {zone} via {}: {other}", s.addr)),
             }
         }))
         .await;
-        all(results, &format!("{zone} served, SOA"))
+        Ok(all(results, &format!("{zone} served, SOA")))
     }
 }
 
@@ -118,28 +100,27 @@ impl Check for Delegation {
     fn name(&self) -> &'static str {
         "dns_delegation"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        if f.config.dns.nameservers.is_empty() {
-            return (Status::Skip, "dns.nameservers not set: the system resolver is the MAAS DNS".into());
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        if i.config.dns.nameservers.is_empty() {
+            return Ok(skip("dns.nameservers not set: the system resolver is the MAAS DNS"));
         }
-        let (fqdn, maas) = match inputs(f) {
-            Ok(i) => i,
-            Err(finding) => return finding,
+        let (fqdn, maas) = (fqdn(i)?, maas(i)?);
+        let Some(system) = i.node.system_servers.first() else {
+            return Ok(fail("no nameserver in /etc/resolv.conf"));
         };
-        let Some(system) = f.system_servers.first() else { return fail("no nameserver in /etc/resolv.conf") };
-        let system = Server::new(*system, f.query_timeout);
+        let system = Server::new(*system, i.query_timeout);
         let (theirs, ours) = tokio::join!(system.addresses(fqdn), maas[0].addresses(fqdn));
         let (mut a, mut b) = (theirs.addresses().to_vec(), ours.addresses().to_vec());
         a.sort();
         b.sort();
-        if !b.is_empty() && a == b {
+        Ok(if !b.is_empty() && a == b {
             pass(format!("{fqdn}: {} and {} agree ({theirs})", system.addr, maas[0].addr))
         } else {
             fail(format!(
                 "{fqdn}: the system resolver {} answers {theirs}, MAAS {} answers {ours}",
                 system.addr, maas[0].addr
             ))
-        }
+        })
     }
 }
 
@@ -150,15 +131,12 @@ impl Check for Require {
     fn name(&self) -> &'static str {
         "dns_require"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let names = &f.config.dns.require;
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        let names = &i.config.dns.require;
         if names.is_empty() {
-            return (Status::Skip, "dns.require is empty".into());
+            return Ok(skip("dns.require is empty"));
         }
-        let servers = match maas(f) {
-            Ok(s) => s,
-            Err(finding) => return finding,
-        };
+        let servers = maas(i)?;
         let asks = servers.iter().flat_map(|s| names.iter().map(move |n| (s, n.as_str())));
         let results = join_all(asks.map(|(s, n)| async move {
             match s.addresses(n).await {
@@ -167,6 +145,6 @@ impl Check for Require {
             }
         }))
         .await;
-        all(results, "resolved")
+        Ok(all(results, "resolved"))
     }
 }

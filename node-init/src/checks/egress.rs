@@ -16,23 +16,23 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Check, Facts, Finding, Status, every, fail, pass};
+use super::{Check, Finding, Inputs, every, fail, pass, skip};
 use crate::config::values::ProxyUrl;
 use crate::dns::Server;
 
 /// The proxy for HTTPS traffic: `proxy.https`, else `proxy.http`.
-fn proxy<'c>(f: &'c Facts<'_>) -> Option<&'c ProxyUrl> {
+fn proxy<'c>(f: &'c Inputs<'_>) -> Option<&'c ProxyUrl> {
     let p = f.config.proxy.as_ref()?;
     p.https.as_ref().or(p.http.as_ref())
 }
 
 /// An address for `host`: itself when an IP, else asked of the MAAS DNS
 /// (never glibc's resolver, which a static binary cannot load).
-async fn resolve(f: &Facts<'_>, host: &str) -> Result<IpAddr> {
+async fn resolve(f: &Inputs<'_>, host: &str) -> Result<IpAddr> {
     if let Ok(ip) = host.parse() {
         return Ok(ip);
     }
-    let server = f.maas_servers.first().context("no DNS server to resolve it")?;
+    let server = f.node.maas_servers.first().context("no DNS server to resolve it")?;
     let answer = Server::new(*server, f.query_timeout).addresses(host).await;
     answer.addresses().first().copied().ok_or_else(|| anyhow!("resolving {host} via {server}: {answer}"))
 }
@@ -44,7 +44,7 @@ async fn step<T>(limit: Duration, name: &str, fut: impl Future<Output = Result<T
         .map_err(|_| anyhow!("{name}: no answer within {}", humantime::format_duration(limit)))?
 }
 
-async fn connect(f: &Facts<'_>, addr: SocketAddr, what: &str) -> Result<TcpStream> {
+async fn connect(f: &Inputs<'_>, addr: SocketAddr, what: &str) -> Result<TcpStream> {
     let name = format!("TCP to {what} {addr}");
     step(f.query_timeout, &name, async {
         TcpStream::connect(addr).await.with_context(|| format!("{what} {addr} refused the connection"))
@@ -59,17 +59,17 @@ impl Check for Proxy {
     fn name(&self) -> &'static str {
         "proxy"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let Some(p) = proxy(f) else { return (Status::Skip, "no proxy configured".into()) };
+    async fn run(&self, f: &Inputs<'_>) -> Result<Finding> {
+        let Some(p) = proxy(f) else { return Ok(skip("no proxy configured")) };
         let reached = async {
             let addr = SocketAddr::new(resolve(f, p.host()).await?, p.port());
             connect(f, addr, "the proxy").await?;
             Ok::<_, anyhow::Error>(addr)
         };
-        match reached.await {
+        Ok(match reached.await {
             Ok(addr) => pass(format!("proxy {p} accepts TCP at {addr}")),
             Err(e) => fail(format!("{e:#}")),
-        }
+        })
     }
 }
 
@@ -80,27 +80,27 @@ impl Check for Egress {
     fn name(&self) -> &'static str {
         "egress"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
+    async fn run(&self, f: &Inputs<'_>) -> Result<Finding> {
         let names = &f.config.dns.require;
         if names.is_empty() {
-            return (Status::Skip, "dns.require is empty: no endpoint to reach".into());
+            return Ok(skip("dns.require is empty: no endpoint to reach"));
         }
         let tls = match tls_config(f) {
             Ok(c) => Arc::new(c),
-            Err(e) => return fail(format!("{e:#}")),
+            Err(e) => return Ok(fail(format!("{e:#}"))),
         };
         let results = join_all(names.iter().map(|n| reach(f, n.as_str(), tls.clone()))).await;
         let via = proxy(f).map_or_else(|| "directly".to_owned(), |p| format!("through {p}"));
         let results = results.into_iter().zip(names).map(|(r, n)| r.map_err(|e| format!("{n}:443: {e:#}"))).collect();
-        match every(results) {
+        Ok(match every(results) {
             Ok(ok) => pass(format!("{} {via}", ok.join(", "))),
             Err(failed) => fail(failed),
-        }
+        })
     }
 }
 
 /// TCP (to the proxy or the host), CONNECT when proxied, then TLS.
-async fn reach(f: &Facts<'_>, host: &str, tls: Arc<rustls::ClientConfig>) -> Result<String> {
+async fn reach(f: &Inputs<'_>, host: &str, tls: Arc<rustls::ClientConfig>) -> Result<String> {
     let stream = match proxy(f) {
         Some(p) => {
             let addr = SocketAddr::new(resolve(f, p.host()).await?, p.port());
@@ -160,7 +160,7 @@ async fn tunnel(s: &mut TcpStream, host: &str, p: &ProxyUrl) -> Result<()> {
 }
 
 /// Roots: the system bundle of the node (if any) plus the proxy CA.
-fn tls_config(f: &Facts<'_>) -> Result<rustls::ClientConfig> {
+fn tls_config(f: &Inputs<'_>) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     if let Ok(family) = crate::distro::family(f.root) {
         let bundle = f.root.read_opt(family.bundle())?.unwrap_or_default();

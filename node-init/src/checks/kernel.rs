@@ -1,9 +1,10 @@
 //! What kubeadm's own preflight insists on: swap off, IPv4 forwarding on,
 //! and the `overlay` and `br_netfilter` modules loaded.
 
+use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 
-use super::{Check, Facts, Finding, fail, pass};
+use super::{Check, Finding, Inputs, fail, pass};
 
 pub struct Swap;
 pub struct IpForward;
@@ -14,14 +15,14 @@ impl Check for Swap {
     fn name(&self) -> &'static str {
         "swap"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let Ok(Some(t)) = f.root.read_string_opt("/proc/swaps") else { return fail("cannot read /proc/swaps") };
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        let t = read(i, "/proc/swaps")?;
         let on: Vec<&str> = t.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
-        if on.is_empty() {
+        Ok(if on.is_empty() {
             pass("swap is off")
         } else {
             fail(format!("swap is on ({}): kubelet refuses to start", on.join(", ")))
-        }
+        })
     }
 }
 
@@ -30,12 +31,13 @@ impl Check for IpForward {
     fn name(&self) -> &'static str {
         "ip_forward"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        match f.root.read_string_opt("/proc/sys/net/ipv4/ip_forward") {
-            Ok(Some(v)) if v.trim() == "1" => pass("net.ipv4.ip_forward = 1"),
-            Ok(Some(v)) => fail(format!("net.ipv4.ip_forward = {} (kubeadm needs 1)", v.trim())),
-            _ => fail("cannot read /proc/sys/net/ipv4/ip_forward"),
-        }
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        let v = read(i, "/proc/sys/net/ipv4/ip_forward")?;
+        Ok(if v.trim() == "1" {
+            pass("net.ipv4.ip_forward = 1")
+        } else {
+            fail(format!("net.ipv4.ip_forward = {} (kubeadm needs 1)", v.trim()))
+        })
     }
 }
 
@@ -44,14 +46,21 @@ impl Check for Modules {
     fn name(&self) -> &'static str {
         "modules"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        // Loaded as a module or built in: both show under /sys/module.
+    async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
+        // Loaded as a module or built in: both show under /sys/module, which
+        // a kernel always has; without it there is nothing to look at.
+        anyhow::ensure!(i.root.exists("/sys/module"), "{} does not exist", i.root.path("/sys/module").display());
         let missing: Vec<&str> =
-            ["overlay", "br_netfilter"].into_iter().filter(|m| !f.root.exists(format!("/sys/module/{m}"))).collect();
-        if missing.is_empty() {
+            ["overlay", "br_netfilter"].into_iter().filter(|m| !i.root.exists(format!("/sys/module/{m}"))).collect();
+        Ok(if missing.is_empty() {
             pass("overlay, br_netfilter loaded")
         } else {
             fail(format!("not loaded: {}", missing.join(", ")))
-        }
+        })
     }
+}
+
+/// A kernel file the check needs; its absence is "could not run".
+pub(super) fn read(i: &Inputs<'_>, path: &str) -> Result<String> {
+    i.root.read_string_opt(path)?.with_context(|| format!("{} does not exist", i.root.path(path).display()))
 }

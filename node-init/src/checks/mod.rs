@@ -1,7 +1,9 @@
 //! Preflight checks for `node-init verify`: one module per check behind the
 //! [`Check`] trait, listed in [`TABLE`]. Checks only read. They all run
 //! concurrently under one deadline; a check still running at the deadline
-//! fails as a timeout while the others are still reported.
+//! fails as a timeout while the others are still reported. A check that
+//! cannot look (an unreadable `/proc` file, no FQDN to ask for) returns an
+//! error, reported as status `error`, never as a verdict.
 //!
 //! To add a check: a unit struct implementing `Check` in its own file, and
 //! a line in `TABLE`.
@@ -13,14 +15,13 @@ mod kernel;
 mod resources;
 mod vip;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::net::Address;
+use crate::node::Node;
 use crate::root::Root;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,48 +29,55 @@ use crate::root::Root;
 pub enum Status {
     Pass,
     Fail,
+    /// The input is not configured.
     Skip,
+    /// The check could not look, and says why: never a verdict on the node.
+    Error,
 }
 
-/// What a check found: a status and a one-line reason.
-pub type Finding = (Status, String);
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Pass, Status::Fail, Status::Skip, Status::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Skip => "skip",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What a check found: a verdict and a one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub status: Status,
+    pub reason: String,
+}
 
 /// What checks read: the root (for `/proc`, `/sys`), the config, and the
 /// node's facts, gathered once.
-pub struct Facts<'a> {
+pub struct Inputs<'a> {
     pub root: &'a Root,
     pub config: &'a Config,
-    pub addresses: Vec<Address>,
-    pub fqdn: Option<String>,
-    /// The MAAS DNS servers (`dns.nameservers`, else resolv.conf's).
-    pub maas_servers: Vec<SocketAddr>,
-    /// resolv.conf's servers: what the rest of the system asks.
-    pub system_servers: Vec<SocketAddr>,
+    pub node: &'a Node,
     /// One network question's deadline: a little less than the run's, so a
     /// dead server is reported as such rather than as a cut-off check.
     pub query_timeout: Duration,
 }
 
-impl<'a> Facts<'a> {
-    /// The facts of the node `root` describes, for checks that must end
-    /// within `deadline`.
-    pub fn gather(root: &'a Root, config: &'a Config, deadline: Duration) -> anyhow::Result<Self> {
-        Ok(Self {
-            root,
-            config,
-            addresses: crate::net::local_addresses()?,
-            fqdn: crate::config::fqdn(root, config).ok(),
-            maas_servers: crate::dns::maas_nameservers(root, config),
-            system_servers: crate::dns::system_nameservers(root),
-            query_timeout: deadline.mul_f64(0.9),
-        })
+impl<'a> Inputs<'a> {
+    /// The inputs of checks that must end within `deadline`.
+    pub fn new(root: &'a Root, config: &'a Config, node: &'a Node, deadline: Duration) -> Self {
+        Self { root, config, node, query_timeout: deadline.mul_f64(0.9) }
     }
 }
 
 #[async_trait]
 pub trait Check: Send + Sync {
     fn name(&self) -> &'static str;
-    async fn run(&self, facts: &Facts<'_>) -> Finding;
+    /// The finding, or why the check could not run (status `error`).
+    async fn run(&self, i: &Inputs<'_>) -> anyhow::Result<Finding>;
 }
 
 pub const TABLE: &[&dyn Check] = &[
@@ -99,15 +107,21 @@ pub struct Report {
 }
 
 /// Runs every check concurrently; each gets what is left of `deadline`.
-pub async fn run_all(facts: &Facts<'_>, deadline: Duration) -> Vec<Report> {
+pub async fn run_all(i: &Inputs<'_>, deadline: Duration) -> Vec<Report> {
     let end = tokio::time::Instant::now() + deadline;
     let runs = TABLE.iter().map(|c| async move {
         let started = Instant::now();
-        let (status, reason) = match tokio::time::timeout_at(end, c.run(facts)).await {
-            Ok(found) => found,
-            Err(_) => (Status::Fail, format!("timed out after {}", humantime::format_duration(deadline))),
+        let found = match tokio::time::timeout_at(end, c.run(i)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => Finding { status: Status::Error, reason: format!("could not run: {e:#}") },
+            Err(_) => fail(format!("timed out after {}", humantime::format_duration(deadline))),
         };
-        Report { name: c.name(), status, reason, duration_ms: started.elapsed().as_millis() as u64 }
+        Report {
+            name: c.name(),
+            status: found.status,
+            reason: found.reason,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
     });
     futures_util::future::join_all(runs).await
 }
@@ -119,9 +133,61 @@ pub fn every(results: Vec<Result<String, String>>) -> Result<Vec<String>, String
 }
 
 pub fn pass(reason: impl Into<String>) -> Finding {
-    (Status::Pass, reason.into())
+    Finding { status: Status::Pass, reason: reason.into() }
 }
 
 pub fn fail(reason: impl Into<String>) -> Finding {
-    (Status::Fail, reason.into())
+    Finding { status: Status::Fail, reason: reason.into() }
+}
+
+pub fn skip(reason: impl Into<String>) -> Finding {
+    Finding { status: Status::Skip, reason: reason.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::World;
+
+    fn statuses(w: &World, config: &Config) -> Vec<(String, Status, String)> {
+        let node = w.node.clone();
+        let inputs = Inputs::new(&w.root, config, &node, Duration::from_secs(2));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run_all(&inputs, Duration::from_secs(2)))
+            .into_iter()
+            .map(|r| (r.name.to_owned(), r.status, r.reason))
+            .collect()
+    }
+
+    fn find<'a>(all: &'a [(String, Status, String)], name: &str) -> &'a (String, Status, String) {
+        all.iter().find(|r| r.0 == name).unwrap_or_else(|| panic!("no check {name}"))
+    }
+
+    #[test]
+    fn a_check_that_cannot_read_its_proc_file_says_error_not_fail() {
+        // A root with no /proc and /sys at all: nothing to look at.
+        let mut w = World::new();
+        w.node.fqdn = Err("no hostname".into());
+        let all = statuses(&w, &Config::default());
+        for name in ["cpus", "memory", "swap", "ip_forward", "modules", "cidr_overlap", "dns_forward", "dns_reverse"] {
+            let (_, status, reason) = find(&all, name);
+            assert_eq!(*status, Status::Error, "{name}: {reason}");
+            assert!(reason.starts_with("could not run: "), "{name}: {reason}");
+        }
+        assert!(find(&all, "swap").2.contains("/proc/swaps does not exist"), "{:?}", find(&all, "swap"));
+        assert!(find(&all, "dns_forward").2.contains("FQDN is unknown"), "{:?}", find(&all, "dns_forward"));
+    }
+
+    #[test]
+    fn readable_proc_files_give_verdicts() {
+        let w = World::new();
+        w.write("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n/swap.img file 4194300 0 -2\n");
+        w.write("/proc/sys/net/ipv4/ip_forward", "0\n");
+        w.write("/proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
+        let all = statuses(&w, &Config::default());
+        assert_eq!(find(&all, "swap").1, Status::Fail, "{:?}", find(&all, "swap"));
+        assert!(find(&all, "swap").2.contains("/swap.img"));
+        assert_eq!(find(&all, "ip_forward").1, Status::Fail);
+        assert_eq!(find(&all, "cpus").1, Status::Fail, "2 CPUs, minimum 4");
+    }
 }

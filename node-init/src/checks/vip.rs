@@ -11,10 +11,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use anyhow::{Context as _, Result, bail};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Check, Facts, Finding, Status, fail, pass};
+use super::{Check, Finding, Inputs, fail, pass, skip};
 use crate::config::Role;
 
 /// How long an owner has to answer ARP; hosts answer within milliseconds.
@@ -28,48 +29,50 @@ impl Check for Vip {
     fn name(&self) -> &'static str {
         "vip"
     }
-    async fn run(&self, f: &Facts<'_>) -> Finding {
-        let Some(k) = &f.config.kubernetes else { return (Status::Skip, "no kubernetes section".into()) };
+    async fn run(&self, f: &Inputs<'_>) -> Result<Finding> {
+        let Some(k) = &f.config.kubernetes else { return Ok(skip("no kubernetes section")) };
         let Some(vip) = k.endpoint.ip() else {
-            return (Status::Skip, format!("the endpoint {} is a name, not a VIP", k.endpoint.host));
+            return Ok(skip(format!("the endpoint {} is a name, not a VIP", k.endpoint.host)));
         };
-        if let Some(a) = f.addresses.iter().find(|a| a.net.addr() == vip) {
-            return fail(format!("VIP {vip} is already an address of this node (on {})", a.interface));
+        let addresses = &f.node.addresses;
+        if let Some(a) = addresses.iter().find(|a| a.net.addr() == vip) {
+            return Ok(fail(format!("VIP {vip} is already an address of this node (on {})", a.interface)));
         }
-        let Some(home) = f.addresses.iter().find(|a| a.net.contains(&vip)) else {
-            let nets: Vec<String> =
-                f.addresses.iter().map(|a| format!("{} on {}", a.net.trunc(), a.interface)).collect();
-            return fail(format!("VIP {vip} is in no local subnet ({})", nets.join(", ")));
+        let Some(home) = addresses.iter().find(|a| a.net.contains(&vip)) else {
+            let nets: Vec<String> = addresses.iter().map(|a| format!("{} on {}", a.net.trunc(), a.interface)).collect();
+            return Ok(fail(format!("VIP {vip} is in no local subnet ({})", nets.join(", "))));
         };
         let place = format!("{} on {}", home.net.trunc(), home.interface);
         if let Some(v) = k.vip.as_ref().filter(|v| v.interface != home.interface) {
-            return fail(format!("VIP {vip} is in {place}, but kubernetes.vip.interface is {}", v.interface));
+            return Ok(fail(format!("VIP {vip} is in {place}, but kubernetes.vip.interface is {}", v.interface)));
         }
-        if k.role == Role::Init {
+        if k.role() == Role::Init {
             let wait = ARP_WAIT.min(f.query_timeout);
-            return match arp_owner(f, vip, wait).await {
-                Ok(Some(mac)) => fail(format!("VIP {vip} ({place}) is already held: {mac} answers ARP for it")),
-                Ok(None) => {
+            let owner = arp_owner(f, vip, wait).await.with_context(|| format!("asking ARP for {vip}"))?;
+            return Ok(match owner {
+                Some(mac) => fail(format!("VIP {vip} ({place}) is already held: {mac} answers ARP for it")),
+                None => {
                     pass(format!("VIP {vip} ({place}) is free: no ARP answer in {}", humantime::format_duration(wait)))
                 }
-                Err(e) => fail(format!("asking ARP for {vip}: {e}")),
-            };
+            });
         }
         let port = SocketAddr::new(vip, k.endpoint.port);
-        match tokio::time::timeout(f.query_timeout, tokio::net::TcpStream::connect(port)).await {
+        Ok(match tokio::time::timeout(f.query_timeout, tokio::net::TcpStream::connect(port)).await {
             Ok(Ok(_)) => pass(format!("VIP {port} ({place}) accepts TCP")),
             Ok(Err(e)) => fail(format!("VIP {port} ({place}) does not accept TCP: {e}")),
             Err(_) => fail(format!(
                 "VIP {port} ({place}): no TCP answer within {}",
                 humantime::format_duration(f.query_timeout)
             )),
-        }
+        })
     }
 }
 
 /// The MAC that answers ARP for `ip`, if one does within `wait`.
-async fn arp_owner(f: &Facts<'_>, ip: IpAddr, wait: Duration) -> std::io::Result<Option<String>> {
-    let IpAddr::V4(_) = ip else { return Ok(None) };
+/// An IPv6 VIP would need neighbour solicitation, which this does not
+/// send: that is "could not look", never "free".
+async fn arp_owner(f: &Inputs<'_>, ip: IpAddr, wait: Duration) -> Result<Option<String>> {
+    let IpAddr::V4(_) = ip else { bail!("{ip} is IPv6: ARP cannot ask for it and neighbour solicitation is not sent") };
     let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
     let end = Instant::now() + wait;
     let mut next_send = Instant::now();

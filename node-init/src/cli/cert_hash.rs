@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::{exit, pki};
+use super::exit;
+use crate::pki;
 
 #[derive(Debug, clap::Args)]
 /// Print sha256:<hex> of each certificate's public key (SubjectPublicKeyInfo),

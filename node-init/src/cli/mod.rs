@@ -15,7 +15,27 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{config::ConfigError, exit, logging};
+pub(crate) use crate::error::UsageError;
+use crate::logging;
+use crate::pipeline::End;
+
+/// Exit codes shared by every subcommand (DESIGN.md §Exit codes): the
+/// CLI's words for what the library returned.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const BAD_CONFIG: u8 = 2;
+    pub const REBOOT_REQUIRED: u8 = 3;
+}
+
+/// The exit code of a pipeline's end.
+pub fn end_code(end: End) -> u8 {
+    match end {
+        End::Done => exit::OK,
+        End::Failed => exit::FAILED,
+        End::RebootRequired => exit::REBOOT_REQUIRED,
+    }
+}
 
 /// How a subcommand prints its result: for people, or as JSON on stdout.
 #[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
@@ -24,12 +44,6 @@ enum Format {
     Table,
     Json,
 }
-
-/// Bad usage that clap cannot see (an unknown stage name, a root that is
-/// not a directory): exit 2, nothing changed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 #[derive(Debug, Parser)]
 #[command(name = "node-init", version, max_term_width = 80)]
@@ -89,7 +103,7 @@ pub fn main() -> ExitCode {
 
 /// 2 for a rejected config or bad usage anywhere in the chain, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<ConfigError>() || c.is::<UsageError>()) { exit::BAD_CONFIG } else { exit::FAILED }
+    if crate::error::is_bad_input(e) { exit::BAD_CONFIG } else { exit::FAILED }
 }
 
 /// Writes machine or user output to stdout. A closed pipe (`| head`) is

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::config;
-use crate::pipeline::{self, Context, Node, Options};
-use crate::root::Root;
+use crate::node::Node;
+use crate::pipeline::{self, Options};
 use crate::runner::HostRunner;
-use crate::stages;
+use crate::stages::{self, Context};
 
 #[derive(Debug, clap::Args)]
 /// Run the first-boot stages in order, resuming where a previous run
@@ -40,33 +40,18 @@ pub async fn run(a: Args) -> Result<u8> {
     let root = super::root_arg(a.root.as_deref())?;
     let loaded = config::load(&root, a.config.as_deref())?;
     tracing::info!(origin = %loaded.origin, "configuration loaded");
+    let node = Node::gather(&root, &loaded.config)?;
+    if let Err(why) = &node.fqdn {
+        tracing::warn!(error = %why, "no FQDN");
+    }
     let runner = HostRunner::new((!root.is_host()).then(|| root.base().to_owned()));
-    let mut cx = Context::new(&root, &loaded.config, &runner, a.dry_run)?;
-    cx.node = node_facts(&root, &loaded.config)?;
+    let cx = Context::new(&root, &node, &loaded.config, &runner, a.dry_run);
     let opts = Options { only: a.only, skip: a.skip, no_reboot: a.no_reboot };
-    let code = pipeline::run(stages::TABLE, &cx, &opts).await?;
+    let end = pipeline::run(stages::TABLE, &cx, &opts).await?;
     if a.dry_run {
         let plan = cx.plan();
         let text = if plan.is_empty() { "nothing would change\n".to_owned() } else { plan.join("\n") + "\n" };
         super::print(&text)?;
     }
-    Ok(code)
-}
-
-/// What the stages need to know about this node, gathered once. Under
-/// `--root` the node has no addresses yet: they are not the build host's.
-fn node_facts(root: &Root, config: &config::Config) -> Result<Node> {
-    let fqdn = match config::fqdn(root, config) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "no FQDN");
-            None
-        }
-    };
-    let addresses = if root.is_host() {
-        crate::net::local_addresses()?.into_iter().map(|a| a.net.addr()).collect()
-    } else {
-        Vec::new()
-    };
-    Ok(Node { fqdn, addresses, maas_server: crate::maas::server_host(root)? })
+    Ok(super::end_code(end))
 }

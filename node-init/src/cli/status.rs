@@ -29,7 +29,7 @@ pub fn run(a: Args) -> Result<u8> {
         Format::Table => table(&root, &st),
     };
     super::print(&text)?;
-    Ok(crate::exit::OK)
+    Ok(super::exit::OK)
 }
 
 /// Stage names in pipeline order, then any recorded stage no longer in the
@@ -61,9 +61,8 @@ fn detail(r: &StageRecord) -> String {
     if let Some(e) = &r.last_error {
         return e.clone();
     }
-    let said = r.facts.get("summary").and_then(|v| v.as_str()).map(str::to_owned).or_else(|| r.reason.clone());
-    let rebooted =
-        r.facts.get("rebooted_from_boot").and_then(|v| v.as_str()).map(|b| format!("rebooted out of boot {b}"));
+    let said = r.summary.clone().or_else(|| r.reason.clone());
+    let rebooted = r.rebooted_from_boot.as_ref().map(|b| format!("rebooted out of boot {b}"));
     [said, rebooted].into_iter().flatten().collect::<Vec<_>>().join("; ")
 }
 

@@ -59,7 +59,7 @@ pub fn run(a: Args) -> Result<u8> {
     let secrets = a.secrets.as_deref().map(Secrets::read).transpose()?;
     let doc = node_config(config::parse_yaml_value(&text, &origin)?, a.role.into(), secrets.as_ref(), &origin)?;
     super::print(&render(&doc)?)?;
-    Ok(crate::exit::OK)
+    Ok(super::exit::OK)
 }
 
 /// The node's config: the cluster's, with the role set, the secrets

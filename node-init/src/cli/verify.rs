@@ -7,9 +7,10 @@ use anyhow::Result;
 use super::Format;
 use serde_json::json;
 
-use crate::checks::{self, Facts, Report, Status};
+use super::exit;
+use crate::checks::{self, Inputs, Report, Status};
 use crate::config::{self, values::Dur};
-use crate::exit;
+use crate::node::Node;
 
 #[derive(Debug, clap::Args)]
 /// Run the preflight checks, read-only, all at once under one deadline.
@@ -28,14 +29,16 @@ pub struct Args {
 pub async fn run(a: Args) -> Result<u8> {
     let root = crate::root::Root::host();
     let loaded = config::load(&root, a.config.as_deref())?;
-    let facts = Facts::gather(&root, &loaded.config, a.timeout.0)?;
-    let reports = checks::run_all(&facts, a.timeout.0).await;
+    let node = Node::gather(&root, &loaded.config)?;
+    let inputs = Inputs::new(&root, &loaded.config, &node, a.timeout.0);
+    let reports = checks::run_all(&inputs, a.timeout.0).await;
     let text = match a.output {
         Format::Json => serde_json::to_string_pretty(&as_json(&reports))? + "\n",
         Format::Table => table(&reports),
     };
     super::print(&text)?;
-    Ok(if reports.iter().any(|r| r.status == Status::Fail) { exit::FAILED } else { exit::OK })
+    let bad = reports.iter().any(|r| matches!(r.status, Status::Fail | Status::Error));
+    Ok(if bad { exit::FAILED } else { exit::OK })
 }
 
 fn count(reports: &[Report], s: Status) -> usize {
@@ -43,24 +46,19 @@ fn count(reports: &[Report], s: Status) -> usize {
 }
 
 fn as_json(reports: &[Report]) -> serde_json::Value {
-    json!({
-        "checks": reports,
-        "summary": {"pass": count(reports, Status::Pass), "fail": count(reports, Status::Fail), "skip": count(reports, Status::Skip)},
-    })
+    let summary: serde_json::Map<String, serde_json::Value> =
+        Status::ALL.iter().map(|s| (s.as_str().to_owned(), count(reports, *s).into())).collect();
+    json!({"checks": reports, "summary": summary})
 }
 
 fn table(reports: &[Report]) -> String {
     let w = reports.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     for r in reports {
-        let st = match r.status {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::Skip => "SKIP",
-        };
-        out.push_str(&format!("{:<w$}  {st}  {:>6}ms  {}\n", r.name, r.duration_ms, r.reason));
+        let st = r.status.as_str().to_ascii_uppercase();
+        out.push_str(&format!("{:<w$}  {st:<5}  {:>6}ms  {}\n", r.name, r.duration_ms, r.reason));
     }
-    let (p, f, s) = (count(reports, Status::Pass), count(reports, Status::Fail), count(reports, Status::Skip));
-    out.push_str(&format!("summary: {p} pass, {f} fail, {s} skip\n"));
+    let counts: Vec<String> = Status::ALL.iter().map(|s| format!("{} {}", count(reports, *s), s.as_str())).collect();
+    out.push_str(&format!("summary: {}\n", counts.join(", ")));
     out
 }

@@ -1,4 +1,4 @@
-//! Where the configuration comes from, and the node's FQDN.
+//! Where the configuration comes from.
 //!
 //! In order: `--config FILE` (a host path), `/etc/node-init/config.yaml`
 //! under the root, the `node_init:` key of cloud-init's user data under the
@@ -16,7 +16,6 @@ use crate::root::Root;
 
 pub const CONFIG_PATH: &str = "/etc/node-init/config.yaml";
 pub const USER_DATA_PATH: &str = "/var/lib/cloud/instance/user-data.txt";
-pub const INSTANCE_DATA_PATH: &str = "/run/cloud-init/instance-data.json";
 
 /// User data larger than this after decompression is refused (a gzip bomb
 /// must not exhaust a node's memory at first boot).
@@ -171,39 +170,6 @@ fn gunzip_if_compressed(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The node's FQDN: `hostname:` from the config, else MAAS's
-/// `local-hostname` from cloud-init's instance data, else the system
-/// hostname, with `dns.domain` appended when it has no dot.
-pub fn fqdn(root: &Root, config: &Config) -> Result<String> {
-    if let Some(h) = &config.hostname {
-        return Ok(qualify(h.as_str(), config));
-    }
-    if let Some(h) = local_hostname(root)? {
-        return Ok(qualify(&h, config));
-    }
-    let system = match root.read_string_opt("/proc/sys/kernel/hostname")? {
-        Some(h) if !h.trim().is_empty() => h,
-        _ => root.read_string_opt("/etc/hostname")?.unwrap_or_default(),
-    };
-    let system = system.trim();
-    anyhow::ensure!(!system.is_empty(), "no hostname: set `hostname:` in the config, or the system hostname");
-    Ok(qualify(system, config))
-}
-
-fn qualify(host: &str, config: &Config) -> String {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.contains('.') { host } else { format!("{host}.{}", config.dns.domain) }
-}
-
-/// `local-hostname` as MAAS hands it to cloud-init.
-fn local_hostname(root: &Root) -> Result<Option<String>> {
-    let Some(text) = root.read_string_opt(INSTANCE_DATA_PATH)? else { return Ok(None) };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", root.path(INSTANCE_DATA_PATH).display()))?;
-    let found = v.pointer("/v1/local_hostname").or_else(|| v.pointer("/ds/meta_data/local-hostname"));
-    Ok(found.and_then(|h| h.as_str()).map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,18 +231,5 @@ mod tests {
         let err = from_user_data(bad.as_bytes(), "ud").unwrap_err();
         assert!(err.to_string().contains("(write_files /etc/node-init/config.yaml)"), "{err}");
         assert_eq!(err.key, "dns.domain");
-    }
-
-    #[test]
-    fn fqdn_order() {
-        let t = tempfile::tempdir().unwrap();
-        let root = Root::new(t.path()).unwrap();
-        root.write("/etc/hostname", b"node7\n", 0o644).unwrap();
-        let mut cfg = Config::default();
-        assert_eq!(fqdn(&root, &cfg).unwrap(), "node7.maas");
-        root.write(INSTANCE_DATA_PATH, br#"{"v1":{"local_hostname":"node7.lab.maas"}}"#, 0o644).unwrap();
-        assert_eq!(fqdn(&root, &cfg).unwrap(), "node7.lab.maas");
-        cfg.hostname = Some("given.maas".parse().unwrap());
-        assert_eq!(fqdn(&root, &cfg).unwrap(), "given.maas");
     }
 }

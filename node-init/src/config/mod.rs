@@ -1,12 +1,14 @@
 //! The configuration document and its validation.
 //!
 //! One YAML document (see DESIGN.md §Configuration). Parsing goes YAML ->
-//! JSON value -> typed structs through `serde_path_to_error`, so every
-//! rejection names the key's path. Cross-key rules (overlapping CIDRs, what
-//! each role needs) are checked right after, in [`Config::validate`].
-//! Nothing is written before both have passed.
+//! JSON value -> the document's structs through `serde_path_to_error`, so
+//! every rejection names the key's path. Then [`validate`] checks the rules
+//! that span keys (overlapping CIDRs, what each role needs) and turns the
+//! document into the types the program uses, where a role's material is
+//! present by construction. Nothing is written before both have passed.
 
 mod intake;
+mod validate;
 pub mod values;
 
 use std::time::Duration;
@@ -14,7 +16,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::options::DuplicateKeyPolicy;
 
-pub use intake::{CONFIG_PATH, Loaded, Origin, USER_DATA_PATH, fqdn, load};
+pub use intake::{CONFIG_PATH, Loaded, Origin, USER_DATA_PATH, load};
+use validate::validate;
 use values::*;
 
 /// A rejected configuration: exit code 2, nothing was changed.
@@ -26,18 +29,34 @@ pub struct ConfigError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The configuration. As parsed (`Config<KubernetesDoc>`, every key as
+/// written) and as the program uses it (`Config`, after [`validate`]: the
+/// material each role needs is present by type).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct Config<K = Kubernetes> {
     pub hostname: Option<DnsName>,
     #[serde(default)]
     pub os: Os,
     pub proxy: Option<Proxy>,
     #[serde(default)]
     pub dns: Dns,
-    pub kubernetes: Option<Kubernetes>,
+    pub kubernetes: Option<K>,
     #[serde(default)]
     pub resources: Resources,
+}
+
+impl<K> Default for Config<K> {
+    fn default() -> Self {
+        Self {
+            hostname: None,
+            os: Os::default(),
+            proxy: None,
+            dns: Dns::default(),
+            kubernetes: None,
+            resources: Resources::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -47,6 +66,16 @@ pub enum RebootPolicy {
     #[default]
     IfRequired,
     Always,
+}
+
+impl RebootPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::IfRequired => "if-required",
+            Self::Always => "always",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +138,7 @@ fn default_dns_timeout() -> Dur {
     Dur(Duration::from_secs(300))
 }
 
+/// The role's name, as written in the config and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
@@ -127,9 +157,11 @@ impl Role {
     }
 }
 
+/// The `kubernetes:` section as written: what each role needs is checked
+/// by [`validate`], which turns it into a [`Kubernetes`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Kubernetes {
+pub struct KubernetesDoc {
     pub role: Role,
     pub endpoint: Endpoint,
     pub version: Option<KubeVersion>,
@@ -143,13 +175,70 @@ pub struct Kubernetes {
     pub certificate_key: Option<CertKey>,
     pub ca: Option<ClusterCa>,
     pub vip: Option<Vip>,
-    /// How long a join waits for the API server's cluster-info (the VIP
-    /// comes up only once the init node has run `kubeadm init`).
     #[serde(default = "default_discovery_timeout")]
     pub discovery_timeout: Dur,
-    /// Extra kubelet flags (without `--`), e.g. `provider-id`, `node-labels`.
     #[serde(default)]
     pub kubelet_extra_args: std::collections::BTreeMap<String, String>,
+}
+
+/// The `kubernetes:` section as the program uses it.
+#[derive(Debug, Clone)]
+pub struct Kubernetes {
+    pub endpoint: Endpoint,
+    pub version: Option<KubeVersion>,
+    pub pod_cidr: Cidr,
+    pub service_cidr: Cidr,
+    /// Every role has one: init creates it, a join authenticates with it.
+    pub token: Token,
+    /// The VIP kube-vip holds; always there on init.
+    pub vip: Option<Vip>,
+    /// How long a join waits for the API server's cluster-info (the VIP
+    /// comes up only once the init node has run `kubeadm init`).
+    pub discovery_timeout: Dur,
+    /// Extra kubelet flags (without `--`), e.g. `provider-id`, `node-labels`.
+    pub kubelet_extra_args: std::collections::BTreeMap<String, String>,
+    /// The role, with what it needs.
+    pub member: Member,
+}
+
+/// A role with the material it needs, present by construction.
+#[derive(Debug, Clone)]
+pub enum Member {
+    /// The first control-plane node: the pre-seeded CA, the key its
+    /// certificates are uploaded under, and the VIP kube-vip announces.
+    Init { ca: ClusterCa, certificate_key: CertKey, vip: Vip },
+    /// A control-plane join: the CA pins and the certificate key.
+    ControlPlane { ca_cert_hashes: Vec<CaHash>, certificate_key: CertKey },
+    /// A worker join: the CA pins.
+    Worker { ca_cert_hashes: Vec<CaHash> },
+}
+
+impl Kubernetes {
+    pub fn role(&self) -> Role {
+        match self.member {
+            Member::Init { .. } => Role::Init,
+            Member::ControlPlane { .. } => Role::ControlPlane,
+            Member::Worker { .. } => Role::Worker,
+        }
+    }
+
+    /// The certificate key, on the roles that have one.
+    pub fn certificate_key(&self) -> Option<&CertKey> {
+        match &self.member {
+            Member::Init { certificate_key, .. } | Member::ControlPlane { certificate_key, .. } => {
+                Some(certificate_key)
+            }
+            Member::Worker { .. } => None,
+        }
+    }
+
+    /// The CA pins of a join; none on init.
+    pub fn ca_cert_hashes(&self) -> &[CaHash] {
+        match &self.member {
+            Member::ControlPlane { ca_cert_hashes, .. } | Member::Worker { ca_cert_hashes } => ca_cert_hashes,
+            Member::Init { .. } => &[],
+        }
+    }
 }
 
 fn default_discovery_timeout() -> Dur {
@@ -219,103 +308,6 @@ impl DnsName {
     }
 }
 
-impl Config {
-    /// The pod and service CIDRs in force: configured, else kubeadm-style
-    /// defaults, which `verify` checks even on a node with no config.
-    pub fn cidrs(&self) -> (Cidr, Cidr) {
-        self.kubernetes.as_ref().map_or((default_pod_cidr(), default_service_cidr()), |k| (k.pod_cidr, k.service_cidr))
-    }
-
-    /// Rules that span several keys. Returns the offending key and why.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, m: String| Err((k.to_owned(), m));
-        if let Some(p) = &self.proxy
-            && p.http.is_none()
-            && p.https.is_none()
-            && p.ca_cert.is_none()
-        {
-            return err("proxy", "set at least one of http, https, ca_cert (or remove the proxy key)".into());
-        }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        if let Some(ca) = self.proxy.as_ref().and_then(|p| p.ca_cert.as_ref()) {
-            for (i, der) in ca.der.iter().enumerate() {
-                if let Err(e) = crate::pki::check_ca(der, now) {
-                    return err("proxy.ca_cert", format!("certificate {}: {e:#}", i + 1));
-                }
-            }
-        }
-        let Some(k) = &self.kubernetes else { return Ok(()) };
-        let (pod, svc) = (k.pod_cidr, k.service_cidr);
-        if pod.overlaps(&svc.0) {
-            return err("kubernetes.service_cidr", format!("{svc} overlaps kubernetes.pod_cidr {pod}"));
-        }
-        if k.token.is_none() {
-            return err("kubernetes.token", "required for every role".into());
-        }
-        match k.role {
-            Role::Worker | Role::ControlPlane if k.ca_cert_hashes.is_empty() => {
-                return err("kubernetes.ca_cert_hashes", "a join needs at least one sha256: CA pin".into());
-            }
-            Role::ControlPlane | Role::Init if k.certificate_key.is_none() => {
-                return err("kubernetes.certificate_key", "required for init and control-plane".into());
-            }
-            Role::Init if k.ca.is_none() => {
-                return err("kubernetes.ca", "init needs the pre-seeded cluster CA (cert and key)".into());
-            }
-            Role::Init if k.vip.is_none() => {
-                return err("kubernetes.vip", "init needs vip.interface for kube-vip".into());
-            }
-            _ => {}
-        }
-        if k.vip.as_ref().is_some_and(|v| v.interface.is_empty() || v.interface.len() > 15 || v.interface.contains('/'))
-        {
-            return err("kubernetes.vip.interface", "expected a network interface name such as eth0".into());
-        }
-        if k.vip.is_some() && k.endpoint.ip().is_none() {
-            return err(
-                "kubernetes.endpoint",
-                format!(
-                    "{} names a host; kube-vip holds an address, so with vip set the endpoint is VIP:port",
-                    k.endpoint
-                ),
-            );
-        }
-        if k.vip.as_ref().is_some_and(|v| v.image.is_empty() || v.image.chars().any(char::is_whitespace)) {
-            return err(
-                "kubernetes.vip.image",
-                "expected an image reference such as ghcr.io/kube-vip/kube-vip:v0.8.10".into(),
-            );
-        }
-        for (flag, value) in &k.kubelet_extra_args {
-            let ok = !flag.is_empty()
-                && !flag.starts_with('-')
-                && flag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !ok {
-                return err(
-                    &format!("kubernetes.kubelet_extra_args.{flag}"),
-                    "expected a kubelet flag name without dashes in front, e.g. node-labels".into(),
-                );
-            }
-            if value.contains('\n') {
-                return err(&format!("kubernetes.kubelet_extra_args.{flag}"), "a flag value is one line".into());
-            }
-        }
-        if let (Role::Init, Some(ca)) = (k.role, &k.ca) {
-            match crate::pki::key_matches_certificate(&ca.cert.der[0], ca.key.0.expose().as_bytes()) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return err("kubernetes.ca.key", "does not belong to kubernetes.ca.cert (value redacted)".into());
-                }
-                Err(e) => return err("kubernetes.ca.key", format!("{e:#} (value redacted)")),
-            }
-            if let Err(e) = crate::pki::check_ca(&ca.cert.der[0], now) {
-                return err("kubernetes.ca.cert", format!("{e:#}"));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Parses and validates one YAML document. `origin` names where it came from
 /// in every error.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -341,7 +333,7 @@ pub fn parse_yaml_value(text: &str, origin: &str) -> Result<serde_json::Value, C
 /// data) to a validated `Config`.
 pub fn from_value(value: serde_json::Value, origin: &str) -> Result<Config, ConfigError> {
     let value = if value.is_null() { serde_json::Value::Object(Default::default()) } else { value };
-    let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+    let doc: Config<KubernetesDoc> = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         ConfigError {
             origin: origin.to_owned(),
@@ -349,8 +341,7 @@ pub fn from_value(value: serde_json::Value, origin: &str) -> Result<Config, Conf
             message: e.into_inner().to_string(),
         }
     })?;
-    cfg.validate().map_err(|(key, message)| ConfigError { origin: origin.to_owned(), key, message })?;
-    Ok(cfg)
+    validate(doc).map_err(|(key, message)| ConfigError { origin: origin.to_owned(), key, message })
 }
 
 #[cfg(test)]

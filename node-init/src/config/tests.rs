@@ -31,10 +31,10 @@ fn full_document_parses() {
     assert_eq!(c.dns.nameservers[1].0.port(), 5353);
     assert_eq!(c.dns.timeout.0.as_secs(), 90);
     let k = c.kubernetes.unwrap();
-    assert_eq!(k.role, Role::Worker);
-    assert_eq!(k.token.unwrap().id, "abcdef");
+    assert_eq!(k.role(), Role::Worker);
+    assert_eq!(k.token.id, "abcdef");
     assert_eq!(k.pod_cidr, default_pod_cidr());
-    assert!(k.ca_cert_hashes[0].0.ends_with("0123456789abcdef0123456789abcdef0123456789abcdef"));
+    assert!(k.ca_cert_hashes()[0].0.ends_with("0123456789abcdef0123456789abcdef0123456789abcdef"));
 }
 
 #[test]

@@ -5,9 +5,8 @@ use node_init_tests::dns::{Mode, TestDns};
 
 use super::*;
 use crate::config;
-use crate::pipeline::{Context, Node};
-use crate::root::Root;
-use crate::runner::Recording;
+use crate::net::Address;
+use crate::testing::World;
 
 const FQDN: &str = "node1.maas";
 
@@ -17,20 +16,26 @@ fn ip(s: &str) -> IpAddr {
 
 /// Runs the stage for node1.maas at 127.0.0.1 against `dns`.
 fn run(dns: &TestDns, extra: &str) -> Result<Outcome> {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Root::new(dir.path()).unwrap();
     let yaml = format!("dns:\n  nameservers: [\"{}\"]\n{extra}", dns.arg());
     let config = config::parse(&yaml, "test").unwrap();
-    let runner = Recording::new();
-    let mut cx = Context::new(&root, &config, &runner, false).unwrap();
-    cx.node = Node { fqdn: Some(FQDN.into()), addresses: vec![ip("127.0.0.1"), ip("10.1.2.3")], maas_server: None };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(DnsStage.run(&cx))
+    let mut w = World::new();
+    w.node.fqdn = Ok(FQDN.into());
+    w.node.addresses =
+        ["127.0.0.1/8", "10.1.2.3/24"].map(|a| Address { interface: "eth0".into(), net: a.parse().unwrap() }).to_vec();
+    w.node.maas_servers = config.dns.nameservers.iter().map(|n| n.0).collect();
+    w.stage(&DnsStage, &config)
 }
 
-fn facts(o: Outcome) -> Facts {
+/// The details of a finished run, with its summary as `summary`.
+fn facts(o: Outcome) -> Details {
     match o {
-        Outcome::Done(f) => f,
+        Outcome::Done(d) => {
+            let mut details = d.details;
+            if let Some(s) = d.summary {
+                details.insert("summary".into(), s.into());
+            }
+            details
+        }
         other => panic!("not done: {other:?}"),
     }
 }

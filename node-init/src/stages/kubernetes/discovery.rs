@@ -79,7 +79,7 @@ pub async fn discover(k: &Kubernetes, addr: SocketAddr, deadline: Duration) -> R
 }
 
 async fn once(k: &Kubernetes, addr: SocketAddr) -> Result<(String, String), Failure> {
-    let token = k.token.as_ref().expect("validated: every role has a token");
+    let token = &k.token;
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Err(_) => return Err(Failure::Retry(format!("TCP to {addr}: no answer within {CONNECT_TIMEOUT:?}"))),
         Ok(Err(e)) => return Err(Failure::Retry(format!("TCP to {addr}: {e}"))),
@@ -102,7 +102,7 @@ async fn once(k: &Kubernetes, addr: SocketAddr) -> Result<(String, String), Fail
     crate::jws::verify_detached(jws, info.kubeconfig.as_bytes(), &token.id, token.secret.expose().as_bytes())
         .map_err(|e| Failure::Refuse(format!("{key}: {e}")))?;
     let (server, bundle) = info.cluster()?;
-    let pin = pin(&bundle, &k.ca_cert_hashes.iter().map(|h| h.0.as_str()).collect::<Vec<_>>())?;
+    let pin = pin(&bundle, &k.ca_cert_hashes().iter().map(|h| h.0.as_str()).collect::<Vec<_>>())?;
     let again = get(&k.endpoint, addr, Trust::Only(bundle)).await?;
     if ClusterInfo::parse(&again)?.kubeconfig != info.kubeconfig {
         return Err(Failure::Refuse("cluster-info changed between the unverified and the verified read".into()));
@@ -223,7 +223,7 @@ async fn get(endpoint: &Endpoint, addr: SocketAddr, trust: Trust) -> Result<Vec<
     if endpoint.ip().is_none() {
         builder = builder.resolve(&endpoint.host, addr);
     }
-    let client = builder.build().map_err(|e| Failure::Retry(format!("HTTP client: {}", chain(&e))))?;
+    let client = builder.build().map_err(|e| Failure::Retry(format!("HTTP client: {}", crate::error::chain(&e))))?;
     let url = format!("https://{endpoint}{CLUSTER_INFO}");
     let sent = client.get(&url).header("Accept", "application/json").send().await;
     if let Some(why) = rejected.lock().expect("verifier lock").take() {
@@ -232,28 +232,16 @@ async fn get(endpoint: &Endpoint, addr: SocketAddr, trust: Trust) -> Result<Vec<
              were good ({why}); something else answers at {endpoint}"
         )));
     }
-    let resp = sent.map_err(|e| Failure::Retry(format!("GET {url}: {}", chain(&e))))?;
+    let resp = sent.map_err(|e| Failure::Retry(format!("GET {url}: {}", crate::error::chain(&e))))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(Failure::Retry(format!("GET {url}: HTTP {status}")));
     }
-    let body = resp.bytes().await.map_err(|e| Failure::Retry(format!("GET {url}: reading the body: {}", chain(&e))))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| Failure::Retry(format!("GET {url}: reading the body: {}", crate::error::chain(&e))))?;
     Ok(body.to_vec())
-}
-
-/// An error with its causes, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 /// Accepts any server certificate but still checks the handshake

@@ -26,11 +26,12 @@ use anyhow::{Context as _, Result, bail};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::config::values::CertKey;
 use crate::config::values::KubeVersion;
-use crate::config::{Config, Kubernetes, Role};
-use crate::pipeline::{Context, Facts, Outcome, Stage};
+use crate::config::{ClusterCa, Config, Kubernetes, Member, Vip};
 use crate::retry::Backoff;
 use crate::runner::{Cmd, tail};
+use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
 
 pub const KUBEADM_CONFIG: &str = "/etc/node-init/kubeadm.yaml";
 pub const BOOTSTRAP_SUCCESS: &str = "/run/cluster-api/bootstrap-success.complete";
@@ -65,10 +66,11 @@ impl Stage for KubernetesStage {
     /// Only the role and the endpoint: rerunning kubeadm resets the node,
     /// so a changed version or token on a node already in the cluster is
     /// not a reason to do it again.
-    fn inputs(&self, c: &Config) -> String {
-        c.kubernetes
-            .as_ref()
-            .map_or_else(|| "none".to_owned(), |k| format!("role={:?} endpoint={}", k.role, k.endpoint))
+    fn inputs(&self, c: &Config, f: &mut Fingerprint) {
+        match &c.kubernetes {
+            Some(k) => f.add("role", k.role().as_str()).add("endpoint", &k.endpoint),
+            None => f.add("role", "none"),
+        };
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
@@ -79,25 +81,26 @@ impl Stage for KubernetesStage {
             Some(v) => v,
             None => kubeadm_version(cx).await?,
         };
-        let mut facts = Facts::new();
-        facts.insert("role".into(), k.role.as_str().into());
-        facts.insert("kubernetes_version".into(), version.to_string().into());
-        facts.insert("kubeadm_api".into(), render::api_version(version).into());
-        facts.insert("endpoint".into(), k.endpoint.to_string().into());
-        match k.role {
-            Role::Init => init(cx, k, version, &mut facts).await?,
-            Role::ControlPlane | Role::Worker => join(cx, k, version, &mut facts).await?,
+        let mut details = Details::new();
+        details.insert("role".into(), k.role().as_str().into());
+        details.insert("kubernetes_version".into(), version.to_string().into());
+        details.insert("kubeadm_api".into(), render::api_version(version).into());
+        details.insert("endpoint".into(), k.endpoint.to_string().into());
+        match &k.member {
+            Member::Init { ca, certificate_key, vip } => {
+                init(cx, k, Init { ca, key: certificate_key, vip }, version, &mut details).await?
+            }
+            Member::ControlPlane { .. } | Member::Worker { .. } => join(cx, k, version, &mut details).await?,
         }
         if cx.dry_run {
-            return Ok(Outcome::Done(facts));
+            return Ok(Outcome::Done(Done::new(details)));
         }
         cx.write(BOOTSTRAP_SUCCESS, b"success\n", 0o644)?;
-        let summary = match k.role {
-            Role::Init => format!("initialised the cluster at {} ({version})", k.endpoint),
-            role => format!("joined {} as {} ({version})", k.endpoint, role.as_str()),
+        let summary = match &k.member {
+            Member::Init { .. } => format!("initialised the cluster at {} ({version})", k.endpoint),
+            _ => format!("joined {} as {} ({version})", k.endpoint, k.role().as_str()),
         };
-        facts.insert("summary".into(), summary.into());
-        Ok(Outcome::Done(facts))
+        Ok(Outcome::Done(Done::new(details).summary(summary)))
     }
 }
 
@@ -117,50 +120,59 @@ async fn kubeadm_version(cx: &Context<'_>) -> Result<KubeVersion> {
 /// The node's name in the cluster: its FQDN, as MAAS's `local-hostname`
 /// gives it (what Cluster API's MAAS templates use), else kubeadm's default.
 fn node_name<'a>(cx: &'a Context<'_>) -> Option<&'a str> {
-    cx.node.fqdn.as_deref()
+    cx.node.fqdn()
 }
 
-async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, facts: &mut Facts) -> Result<()> {
+async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, details: &mut Details) -> Result<()> {
     let addr = resolve(cx, k).await?;
     let found = discovery::discover(k, addr, k.discovery_timeout.0).await?;
     tracing::info!(server = %found.server, pin = %found.pin, "cluster-info is signed with this token and its CA is pinned");
-    facts.insert("discovery_attempts".into(), found.attempts.into());
-    facts.insert("ca_pin".into(), found.pin.into());
-    facts.insert("api_server".into(), found.server.into());
+    details.insert("discovery_attempts".into(), found.attempts.into());
+    details.insert("ca_pin".into(), found.pin.into());
+    details.insert("api_server".into(), found.server.into());
     cx.write(KUBEADM_CONFIG, render::join_config(k, v, node_name(cx)).as_bytes(), 0o600)?;
     let argv = ["kubeadm", "join", "--config", KUBEADM_CONFIG];
     let attempts = kubeadm(cx, &argv, || Ok(())).await?;
-    facts.insert("kubeadm_attempts".into(), attempts.into());
-    if k.role == Role::ControlPlane {
-        if k.vip.is_some() {
-            cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, render::ADMIN_CONF).as_bytes(), 0o600)?;
-        } else {
-            tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP");
+    details.insert("kubeadm_attempts".into(), attempts.into());
+    if let Member::ControlPlane { .. } = k.member {
+        match &k.vip {
+            Some(vip) => {
+                let manifest = render::kube_vip_manifest(k, vip, render::ADMIN_CONF);
+                cx.write(render::KUBE_VIP_MANIFEST, manifest.as_bytes(), 0o600)?;
+            }
+            None => tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP"),
         }
     }
     Ok(())
 }
 
-async fn init(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, facts: &mut Facts) -> Result<()> {
-    let ca = k.ca.as_ref().expect("validated: init has a CA");
+/// What only the init node has.
+struct Init<'a> {
+    ca: &'a ClusterCa,
+    key: &'a CertKey,
+    vip: &'a Vip,
+}
+
+async fn init(cx: &Context<'_>, k: &Kubernetes, i: Init<'_>, v: KubeVersion, details: &mut Details) -> Result<()> {
+    let Init { ca, key, vip } = i;
     let during = if render::kube_vip_needs_super_admin(v) { render::SUPER_ADMIN_CONF } else { render::ADMIN_CONF };
-    cx.write(KUBEADM_CONFIG, render::init_config(k, v, node_name(cx)).as_bytes(), 0o600)?;
+    cx.write(KUBEADM_CONFIG, render::init_config(k, key, v, node_name(cx)).as_bytes(), 0o600)?;
     // kubeadm reset empties /etc/kubernetes, so every attempt lays these
     // down again.
     let prepare = || -> Result<()> {
         cx.write(CA_CERT, ca.cert.pem.as_bytes(), 0o644)?;
         cx.write(CA_KEY, ca.key.0.expose().as_bytes(), 0o600)?;
-        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, during).as_bytes(), 0o600)?;
+        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, vip, during).as_bytes(), 0o600)?;
         Ok(())
     };
     let argv = ["kubeadm", "init", "--config", KUBEADM_CONFIG, "--upload-certs"];
     let attempts = kubeadm(cx, &argv, prepare).await?;
-    facts.insert("kubeadm_attempts".into(), attempts.into());
+    details.insert("kubeadm_attempts".into(), attempts.into());
     if during != render::ADMIN_CONF {
-        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, render::ADMIN_CONF).as_bytes(), 0o600)?;
+        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, vip, render::ADMIN_CONF).as_bytes(), 0o600)?;
         tracing::info!("kube-vip now reads admin.conf");
     }
-    facts.insert("kube_vip".into(), render::KUBE_VIP_MANIFEST.into());
+    details.insert("kube_vip".into(), render::KUBE_VIP_MANIFEST.into());
     Ok(())
 }
 
@@ -201,11 +213,8 @@ async fn kubeadm(cx: &Context<'_>, argv: &[&str], prepare: impl Fn() -> Result<(
 /// them; its output reaches the log only through here.
 fn redact(text: &str, k: &Option<Kubernetes>) -> String {
     let Some(k) = k else { return text.to_owned() };
-    let secrets = k
-        .token
-        .iter()
-        .map(|t| t.secret.expose().as_str())
-        .chain(k.certificate_key.iter().map(|c| c.0.expose().as_str()));
+    let secrets =
+        [k.token.secret.expose().as_str()].into_iter().chain(k.certificate_key().map(|c| c.0.expose().as_str()));
     secrets.fold(text.to_owned(), |t, s| t.replace(s, "<redacted>"))
 }
 
@@ -223,12 +232,12 @@ async fn resolve(cx: &Context<'_>, k: &Kubernetes) -> Result<SocketAddr> {
     if let Some(ip) = k.endpoint.ip() {
         return Ok(SocketAddr::new(ip, k.endpoint.port));
     }
-    let servers = crate::dns::system_nameservers(cx.root);
+    let servers = &cx.node.system_servers;
     if servers.is_empty() {
         bail!("kubernetes.endpoint {} is a name and /etc/resolv.conf lists no nameserver", k.endpoint);
     }
     let mut answers = Vec::new();
-    for s in servers {
+    for &s in servers {
         let answer = crate::dns::Server::new(s, RESOLVE_TIMEOUT).addresses(&k.endpoint.host).await;
         if let Some(ip) = answer.addresses().first() {
             return Ok(SocketAddr::new(*ip, k.endpoint.port));

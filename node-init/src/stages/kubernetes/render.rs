@@ -9,8 +9,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::values::KubeVersion;
-use crate::config::{Kubernetes, Role};
+use crate::config::values::{CertKey, KubeVersion};
+use crate::config::{Kubernetes, Member, Vip};
 
 /// kubeadm's config API for a Kubernetes version: v1beta4 from 1.31 on.
 pub fn api_version(v: KubeVersion) -> &'static str {
@@ -32,7 +32,9 @@ const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A YAML scalar that stays a string whatever it holds.
 fn quote(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
+    // serde_json writes a str as a JSON string, which YAML reads as the
+    // same string; it cannot fail for a str.
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
 }
 
 /// A duration as Go prints it: `5m0s`, `24h0m0s`, `30s`.
@@ -68,10 +70,9 @@ fn node_registration(out: &mut String, k: &Kubernetes, v: KubeVersion, node_name
 /// InitConfiguration and ClusterConfiguration for the first control-plane
 /// node. `--upload-certs` goes on the command line: neither API version
 /// has a field for it.
-pub fn init_config(k: &Kubernetes, v: KubeVersion, node_name: Option<&str>) -> String {
+pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, node_name: Option<&str>) -> String {
     let api = api_version(v);
-    let token = k.token.as_ref().expect("validated: every role has a token");
-    let key = k.certificate_key.as_ref().expect("validated: init has a certificate key");
+    let token = &k.token;
     let mut out = format!("apiVersion: {api}\nkind: InitConfiguration\n");
     let _ = write!(
         out,
@@ -102,11 +103,11 @@ pub fn init_config(k: &Kubernetes, v: KubeVersion, node_name: Option<&str>) -> S
 /// JoinConfiguration for a control-plane or worker node. Discovery uses
 /// the token and every configured CA pin, as node-init's own check did.
 pub fn join_config(k: &Kubernetes, v: KubeVersion, node_name: Option<&str>) -> String {
-    let token = k.token.as_ref().expect("validated: every role has a token").expose();
+    let token = k.token.expose();
     let mut out = format!("apiVersion: {}\nkind: JoinConfiguration\n", api_version(v));
     let _ = write!(out, "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {}\n    token: {token}\n", k.endpoint);
     out.push_str("    caCertHashes:\n");
-    for h in &k.ca_cert_hashes {
+    for h in k.ca_cert_hashes() {
         let _ = writeln!(out, "    - {}", h.0);
     }
     let _ = writeln!(out, "  tlsBootstrapToken: {token}");
@@ -115,8 +116,7 @@ pub fn join_config(k: &Kubernetes, v: KubeVersion, node_name: Option<&str>) -> S
         let _ = writeln!(out, "  timeout: {discovery}");
     }
     node_registration(&mut out, k, v, node_name);
-    if k.role == Role::ControlPlane {
-        let key = k.certificate_key.as_ref().expect("validated: control-plane has a certificate key");
+    if let Member::ControlPlane { certificate_key: key, .. } = &k.member {
         let _ = write!(
             out,
             "controlPlane:\n  certificateKey: {}\n  localAPIEndpoint:\n    bindPort: {}\n",
@@ -138,8 +138,7 @@ pub const SUPER_ADMIN_CONF: &str = "/etc/kubernetes/super-admin.conf";
 /// interface, control-plane load balancing off, leader election on a
 /// Lease so exactly one node holds the address. `kubeconfig` is the file
 /// it talks to the API server with (super-admin.conf during init on 1.29+).
-pub fn kube_vip_manifest(k: &Kubernetes, kubeconfig: &str) -> String {
-    let vip = k.vip.as_ref().expect("called only with a vip");
+pub fn kube_vip_manifest(k: &Kubernetes, vip: &Vip, kubeconfig: &str) -> String {
     let env = [
         ("vip_arp", "true".to_owned()),
         ("port", k.endpoint.port.to_string()),

@@ -1,55 +1,27 @@
-use std::os::unix::fs::PermissionsExt;
-
 use node_init_tests::kube::{ClusterCa, Serve, api_server};
 use node_init_tests::net::Background;
 use node_init_tests::yaml_block;
 
 use super::*;
 use crate::config;
-use crate::pipeline::{self, Options};
-use crate::root::Root;
-use crate::runner::Recording;
-use crate::state::{self, State, Status};
+use crate::pipeline::End;
+use crate::state::{self, Status};
+use crate::testing::World;
 
 const TOKEN: &str = "abcdef.0123456789abcdef";
 const CERT_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/");
 
-struct World {
-    _dir: tempfile::TempDir,
-    root: Root,
-    runner: Recording,
+/// Runs the pipeline with only this stage for node1.maas. `paused` time
+/// makes the backoff waits free, but must not be used with real network I/O.
+fn run(w: &World, yaml: &str, paused: bool) -> End {
+    w.run(&[&KubernetesStage], &config::parse(yaml, "test").unwrap(), paused)
 }
 
-impl World {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path()).unwrap();
-        root.write(state::BOOT_ID_PATH, b"boot-1\n", 0o444).unwrap();
-        Self { _dir: dir, root, runner: Recording::new() }
-    }
-
-    /// Runs the pipeline with only this stage. `paused` time makes the
-    /// backoff waits free, but must not be used with real network I/O.
-    fn run(&self, yaml: &str, paused: bool) -> u8 {
-        let config = config::parse(yaml, "test").unwrap();
-        let mut cx = pipeline::Context::new(&self.root, &config, &self.runner, false).unwrap();
-        cx.node.fqdn = Some("node1.maas".into());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(paused).build().unwrap();
-        rt.block_on(pipeline::run(&[&KubernetesStage], &cx, &Options::default())).unwrap()
-    }
-
-    fn record(&self) -> state::StageRecord {
-        State::load(&self.root).unwrap().stages["kubernetes"].clone()
-    }
-
-    fn read(&self, path: &str) -> String {
-        self.root.read_string_opt(path).unwrap().unwrap_or_else(|| panic!("{path} missing"))
-    }
-
-    fn mode(&self, path: &str) -> u32 {
-        std::fs::metadata(self.root.path(path)).unwrap().permissions().mode() & 0o7777
-    }
+/// The init config, with the certificate key only init has.
+fn init_config(k: &Kubernetes, v: KubeVersion, name: Option<&str>) -> String {
+    let Member::Init { certificate_key, .. } = &k.member else { panic!("not an init config") };
+    render::init_config(k, certificate_key, v, name)
 }
 
 fn join_yaml(role: &str, endpoint: &str, hash: &str, extra: &str) -> String {
@@ -71,13 +43,7 @@ fn init_yaml(version: &str, ca: &ClusterCa) -> String {
 // --- rendering, against golden files -------------------------------------
 
 fn golden(name: &str, rendered: &str) {
-    let path = format!("{FIXTURES}kubeadm/{name}");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(format!("{FIXTURES}kubeadm")).unwrap();
-        std::fs::write(&path, rendered).unwrap();
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (UPDATE_GOLDEN=1 writes it)"));
-    assert_eq!(rendered, want, "{name} differs from its golden file");
+    crate::testing::golden("kubeadm", name, rendered);
 }
 
 fn golden_config(role: &str) -> Kubernetes {
@@ -101,13 +67,16 @@ fn kubeadm_configs_match_their_golden_files_for_every_role_and_api() {
     for (version, api) in [("v1.30.2", "v1beta3"), ("v1.31.4", "v1beta4")] {
         let v: KubeVersion = version.parse().unwrap();
         assert!(render::api_version(v).ends_with(api));
-        golden(&format!("init-{api}.yaml"), &render::init_config(&golden_config("init"), v, Some("node1.maas")));
+        golden(&format!("init-{api}.yaml"), &init_config(&golden_config("init"), v, Some("node1.maas")));
         for role in ["control-plane", "worker"] {
             golden(&format!("{role}-{api}.yaml"), &render::join_config(&golden_config(role), v, Some("node2.maas")));
         }
     }
     let k = golden_config("init");
-    golden("kube-vip-super-admin.yaml", &render::kube_vip_manifest(&k, render::SUPER_ADMIN_CONF));
+    golden(
+        "kube-vip-super-admin.yaml",
+        &render::kube_vip_manifest(&k, k.vip.as_ref().unwrap(), render::SUPER_ADMIN_CONF),
+    );
 }
 
 #[test]
@@ -131,7 +100,7 @@ fn rendered_configs_are_yaml_with_the_values_kubeadm_reads() {
             assert_eq!(doc["discovery"]["timeout"], "5m0s");
         }
     }
-    let init = render::init_config(&golden_config("init"), "v1.31.4".parse().unwrap(), None);
+    let init = init_config(&golden_config("init"), "v1.31.4".parse().unwrap(), None);
     let docs: Vec<serde_json::Value> = init.split("---\n").map(|d| serde_saphyr::from_str(d).unwrap()).collect();
     assert_eq!(docs[1]["controlPlaneEndpoint"], "10.11.12.100:6443");
     assert_eq!(docs[1]["networking"]["podSubnet"], "192.168.0.0/16");
@@ -162,7 +131,7 @@ fn a_worker_joins_after_discovery_proves_the_cluster() {
     let (_bg, ca, server) = served(Serve::Good);
     let w = World::new();
     let yaml = join_yaml("worker", &server.addr.to_string(), &ca.hash(), "");
-    assert_eq!(w.run(&yaml, false), 0);
+    assert_eq!(run(&w, &yaml, false), End::Done);
     assert_eq!(w.runner.argvs(), ["kubeadm join --config /etc/node-init/kubeadm.yaml"]);
     // Once without trust, once trusting only the pinned CA.
     assert_eq!(server.requests(), 2);
@@ -170,10 +139,10 @@ fn a_worker_joins_after_discovery_proves_the_cluster() {
     assert_eq!(w.read(KUBEADM_CONFIG), render::join_config(&k, "v1.31.4".parse().unwrap(), Some("node1.maas")));
     assert_eq!(w.mode(KUBEADM_CONFIG), 0o600);
     assert_eq!(w.read(BOOTSTRAP_SUCCESS), "success\n");
-    let rec = w.record();
+    let rec = w.record("kubernetes");
     assert_eq!(rec.status, Status::Done);
-    assert_eq!(rec.facts["ca_pin"], ca.hash().as_str());
-    assert_eq!(rec.facts["kubeadm_api"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(rec.details["ca_pin"], ca.hash().as_str());
+    assert_eq!(rec.details["kubeadm_api"], "kubeadm.k8s.io/v1beta4");
     let state = w.read(state::STATE_PATH);
     assert!(!state.contains("0123456789abcdef") && !state.contains(CERT_KEY), "a secret reached the state: {state}");
 }
@@ -183,10 +152,10 @@ fn refused(serve: Serve, hash: Option<&str>) -> (String, usize) {
     let (_bg, ca, server) = served(serve);
     let w = World::new();
     let hash = hash.map_or_else(|| ca.hash(), str::to_owned);
-    assert_eq!(w.run(&join_yaml("control-plane", &server.addr.to_string(), &hash, ""), false), 1);
+    assert_eq!(run(&w, &join_yaml("control-plane", &server.addr.to_string(), &hash, ""), false), End::Failed);
     assert!(w.runner.calls().is_empty(), "kubeadm was called: {:?}", w.runner.argvs());
     assert!(!w.root.exists(BOOTSTRAP_SUCCESS));
-    let rec = w.record();
+    let rec = w.record("kubernetes");
     assert_eq!(rec.status, Status::Failed);
     (rec.last_error.unwrap(), server.requests())
 }
@@ -228,8 +197,8 @@ fn a_closed_endpoint_fails_in_the_tcp_step() {
     let w = World::new();
     let started = std::time::Instant::now();
     let hash = format!("sha256:{}", "c".repeat(64));
-    assert_eq!(w.run(&join_yaml("worker", &format!("127.0.0.1:{port}"), &hash, ""), false), 1);
-    let err = w.record().last_error.unwrap();
+    assert_eq!(run(&w, &join_yaml("worker", &format!("127.0.0.1:{port}"), &hash, ""), false), End::Failed);
+    let err = w.record("kubernetes").last_error.unwrap();
     assert!(err.contains(&format!("TCP to 127.0.0.1:{port}")) && err.contains("refused"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "discovery_timeout 2s not kept");
     assert!(w.runner.calls().is_empty());
@@ -242,7 +211,7 @@ fn a_control_plane_join_runs_kube_vip_from_admin_conf_after_joining() {
     let yaml = join_yaml("control-plane", &server.addr.to_string(), &ca.hash(), "");
     // kube-vip needs the endpoint to be an IP; the loopback stand-in is one.
     let yaml = yaml + "  vip: {interface: lo}\n";
-    assert_eq!(w.run(&yaml, false), 0);
+    assert_eq!(run(&w, &yaml, false), End::Done);
     let manifest = w.read(render::KUBE_VIP_MANIFEST);
     assert!(manifest.contains("path: /etc/kubernetes/admin.conf"), "{manifest}");
     assert!(w.read(KUBEADM_CONFIG).contains(&format!("certificateKey: {CERT_KEY}")));
@@ -254,7 +223,7 @@ fn a_control_plane_join_runs_kube_vip_from_admin_conf_after_joining() {
 fn init_lays_down_the_ca_and_kube_vip_then_switches_kube_vip_to_admin_conf() {
     let ca = ClusterCa::new();
     let w = World::new();
-    assert_eq!(w.run(&init_yaml("  version: v1.30.2\n", &ca), true), 0);
+    assert_eq!(run(&w, &init_yaml("  version: v1.30.2\n", &ca), true), End::Done);
     assert_eq!(w.runner.argvs(), ["kubeadm init --config /etc/node-init/kubeadm.yaml --upload-certs"]);
     assert_eq!(w.read(CA_CERT), ca.cert_pem);
     assert_eq!(w.read(CA_KEY), ca.key_pem);
@@ -277,10 +246,10 @@ fn kubeadm_failing_twice_is_reset_and_retried() {
     w.runner.answer(1, "", "timed out waiting for the condition\n");
     w.runner.answer(0, "", "");
     w.runner.answer(0, "Your Kubernetes control-plane has initialized successfully!\n", "");
-    assert_eq!(w.run(&init_yaml("  version: v1.31.4\n", &ca), true), 0);
+    assert_eq!(run(&w, &init_yaml("  version: v1.31.4\n", &ca), true), End::Done);
     let init = "kubeadm init --config /etc/node-init/kubeadm.yaml --upload-certs";
     assert_eq!(w.runner.argvs(), [init, "kubeadm reset -f", init, "kubeadm reset -f", init]);
-    assert_eq!(w.record().facts["kubeadm_attempts"], 3);
+    assert_eq!(w.record("kubernetes").details["kubeadm_attempts"], 3);
 }
 
 #[test]
@@ -292,9 +261,9 @@ fn kubeadm_failing_every_time_gives_up_with_its_output() {
         w.runner.answer(1, &hint, "[ERROR CRI]: container runtime is not running\n");
         w.runner.answer(0, "", "");
     }
-    assert_eq!(w.run(&init_yaml("  version: v1.31.4\n", &ca), true), 1);
+    assert_eq!(run(&w, &init_yaml("  version: v1.31.4\n", &ca), true), End::Failed);
     assert_eq!(w.runner.calls().len(), 5, "{:?}", w.runner.argvs());
-    let err = w.record().last_error.unwrap();
+    let err = w.record("kubernetes").last_error.unwrap();
     assert!(err.contains("failed 3 times") && err.contains("container runtime is not running"), "{err}");
     assert!(err.contains("--token abcdef.<redacted> --certificate-key <redacted>"), "{err}");
     assert!(!w.root.exists(BOOTSTRAP_SUCCESS));
@@ -305,7 +274,7 @@ fn leftovers_of_an_interrupted_run_are_reset_first() {
     let ca = ClusterCa::new();
     let w = World::new();
     w.root.write("/etc/kubernetes/admin.conf", b"half", 0o600).unwrap();
-    assert_eq!(w.run(&init_yaml("  version: v1.31.4\n", &ca), true), 0);
+    assert_eq!(run(&w, &init_yaml("  version: v1.31.4\n", &ca), true), End::Done);
     assert_eq!(w.runner.argvs()[0], "kubeadm reset -f");
     assert_eq!(w.runner.calls().len(), 2);
 }
@@ -315,10 +284,10 @@ fn without_a_version_kubeadm_is_asked_for_its_own() {
     let ca = ClusterCa::new();
     let w = World::new();
     w.runner.answer(0, "v1.28.9\n", "");
-    assert_eq!(w.run(&init_yaml("", &ca), true), 0);
+    assert_eq!(run(&w, &init_yaml("", &ca), true), End::Done);
     assert_eq!(w.runner.argvs()[0], "kubeadm version -o short");
     assert!(w.read(KUBEADM_CONFIG).contains("kubernetesVersion: v1.28.9"));
-    assert_eq!(w.record().facts["kubeadm_api"], "kubeadm.k8s.io/v1beta3");
+    assert_eq!(w.record("kubernetes").details["kubeadm_api"], "kubeadm.k8s.io/v1beta3");
     // Below 1.29 kube-vip reads admin.conf throughout.
     assert!(w.read(render::KUBE_VIP_MANIFEST).contains("path: /etc/kubernetes/admin.conf"));
 }
@@ -326,7 +295,7 @@ fn without_a_version_kubeadm_is_asked_for_its_own() {
 #[test]
 fn no_kubernetes_key_skips() {
     let w = World::new();
-    assert_eq!(w.run("{}\n", true), 0);
-    assert_eq!(w.record().status, Status::Skipped);
+    assert_eq!(run(&w, "{}\n", true), End::Done);
+    assert_eq!(w.record("kubernetes").status, Status::Skipped);
     assert!(w.runner.calls().is_empty());
 }

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use crate::config::{Config, RebootPolicy};
 use crate::distro::{self, Family};
-use crate::pipeline::{Context, Facts, Outcome, Stage};
 use crate::retry::Backoff;
 use crate::runner::{Cmd, Output};
+use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
 
 pub use lock::{Holder, Probe, holder, probes, wait_free};
 
@@ -51,8 +51,8 @@ impl Stage for PatchStage {
         "patch"
     }
 
-    fn inputs(&self, c: &Config) -> String {
-        format!("patch={} reboot={:?}", c.os.patch, c.os.reboot)
+    fn inputs(&self, c: &Config, f: &mut Fingerprint) {
+        f.add("patch", c.os.patch).add("reboot", c.os.reboot.as_str());
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
@@ -61,18 +61,18 @@ impl Stage for PatchStage {
             return Ok(Outcome::Skipped("os.patch is false".into()));
         }
         let family = distro::family(cx.root)?;
-        let mut facts = Facts::new();
+        let mut details = Details::new();
         if !cx.dry_run {
             let waited = wait_free(cx.root, probes(family), os.lock_timeout.0).await?;
-            facts.insert("lock_wait_ms".into(), u64::try_from(waited.as_millis()).unwrap_or(u64::MAX).into());
+            details.insert("lock_wait_ms".into(), u64::try_from(waited.as_millis()).unwrap_or(u64::MAX).into());
         }
         let upgraded = match family {
             Family::Debian => apt_upgrade(cx, os.lock_timeout.0).await?,
             Family::Rhel => dnf_upgrade(cx).await?,
         };
         let required = reboot_required(cx, family).await?;
-        facts.insert("packages_upgraded".into(), upgraded.into());
-        facts.insert("reboot_required".into(), required.is_some().into());
+        details.insert("packages_upgraded".into(), upgraded.into());
+        details.insert("reboot_required".into(), required.is_some().into());
         let count = match upgraded {
             None => "packages upgraded".to_owned(),
             Some(1) => "1 package upgraded".to_owned(),
@@ -92,10 +92,10 @@ impl Stage for PatchStage {
             None if required.is_some() => format!("{count}; reboot required but os.reboot is never"),
             None => format!("{count}; no reboot"),
         };
-        facts.insert("summary".into(), summary.into());
+        let done = Done::new(details).summary(summary);
         Ok(match reason {
-            Some(reason) => Outcome::RebootRequired { reason, facts },
-            None => Outcome::Done(facts),
+            Some(reason) => Outcome::RebootRequired { reason, done },
+            None => Outcome::Done(done),
         })
     }
 }

@@ -1,64 +1,38 @@
 use super::*;
 use crate::config::{self, Config};
-use crate::pipeline::{self, Options};
-use crate::root::Root;
-use crate::runner::Recording;
-use crate::state::{self, State, Status};
-
-const DEBIAN: &str = "ID=debian\n";
-const ROCKY: &str = "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n";
+use crate::pipeline::End;
+use crate::state::{State, Status};
+use crate::testing::{DEBIAN, RHEL as ROCKY, World};
 const UPGRADED: &str = "Reading package lists...\n2 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.\n";
 const INTERRUPTED: &str =
     "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem.\n";
 
-struct World {
-    _dir: tempfile::TempDir,
-    root: Root,
-    runner: Recording,
+/// Runs the pipeline with only the patch stage, on paused time so the
+/// backoff waits cost nothing.
+fn run(w: &World, yaml: &str) -> End {
+    w.run(&[&PatchStage], &config::parse(yaml, "test").unwrap(), true)
 }
 
-impl World {
-    fn new(os_release: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path()).unwrap();
-        root.write("/etc/os-release", os_release.as_bytes(), 0o644).unwrap();
-        let w = Self { _dir: dir, root, runner: Recording::new() };
-        w.boot("boot-1");
-        w
-    }
-
-    fn boot(&self, id: &str) {
-        self.root.write(state::BOOT_ID_PATH, format!("{id}\n").as_bytes(), 0o444).unwrap();
-    }
-
-    /// Runs the pipeline with only the patch stage, on paused time so the
-    /// backoff waits cost nothing.
-    fn run(&self, yaml: &str) -> u8 {
-        let config = config::parse(yaml, "test").unwrap();
-        let cx = pipeline::Context::new(&self.root, &config, &self.runner, false).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-        rt.block_on(pipeline::run(&[&PatchStage], &cx, &Options::default())).unwrap()
-    }
-
-    fn record(&self) -> state::StageRecord {
-        State::load(&self.root).unwrap().stages["patch"].clone()
-    }
+fn inputs(c: &Config) -> String {
+    let mut f = Fingerprint::new(b"test key");
+    PatchStage.inputs(c, &mut f);
+    f.finish()
 }
 
 #[test]
 fn nothing_happens_unless_os_patch() {
-    let w = World::new(DEBIAN);
-    assert_eq!(w.run("os: {reboot: always}\n"), 0);
+    let w = World::with_os(DEBIAN);
+    assert_eq!(run(&w, "os: {reboot: always}\n"), End::Done);
     assert!(w.runner.calls().is_empty());
-    assert_eq!(w.record().status, Status::Skipped);
+    assert_eq!(w.record("patch").status, Status::Skipped);
 }
 
 #[test]
 fn apt_refreshes_then_upgrades_non_interactively_keeping_old_config() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     w.runner.answer(0, "", "");
     w.runner.answer(0, UPGRADED, "");
-    assert_eq!(w.run("os: {patch: true, lock_timeout: 2m}\n"), 0);
+    assert_eq!(run(&w, "os: {patch: true, lock_timeout: 2m}\n"), End::Done);
     assert_eq!(
         w.runner.argvs(),
         [
@@ -70,21 +44,21 @@ fn apt_refreshes_then_upgrades_non_interactively_keeping_old_config() {
     for call in w.runner.calls() {
         assert!(call.env.contains(&("DEBIAN_FRONTEND".into(), "noninteractive".into())), "{call:?}");
     }
-    let rec = w.record();
+    let rec = w.record("patch");
     assert_eq!(rec.status, Status::Done);
-    assert_eq!(rec.facts["packages_upgraded"], 3);
-    assert_eq!(rec.facts["reboot_required"], false);
-    assert_eq!(rec.facts["summary"], "3 packages upgraded; no reboot");
+    assert_eq!(rec.details["packages_upgraded"], 3);
+    assert_eq!(rec.details["reboot_required"], false);
+    assert_eq!(rec.summary.as_deref(), Some("3 packages upgraded; no reboot"));
 }
 
 #[test]
 fn a_failing_mirror_is_retried_then_the_upgrade_goes_on() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     w.runner.answer(100, "", "E: Failed to fetch http://mirror/dists/bookworm/InRelease  503");
     w.runner.answer(100, "", "E: Failed to fetch http://mirror/dists/bookworm/InRelease  503");
     w.runner.answer(0, "", "");
     w.runner.answer(0, UPGRADED, "");
-    assert_eq!(w.run("os: {patch: true}\n"), 0);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Done);
     let argvs = w.runner.argvs();
     assert_eq!(argvs.iter().filter(|a| a.ends_with(" update")).count(), 3, "{argvs:?}");
     assert!(argvs[3].ends_with("dist-upgrade"));
@@ -92,40 +66,40 @@ fn a_failing_mirror_is_retried_then_the_upgrade_goes_on() {
 
 #[test]
 fn a_source_apt_could_not_fetch_is_a_failed_refresh_even_with_exit_0() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     let unfetched = "W: Failed to fetch https://repo.example/./InRelease  Could not connect to 10.0.0.1:3128\n\
                      W: Some index files failed to download. They have been ignored, or old ones used instead.\n";
     for _ in 0..REFRESH.attempts {
         w.runner.answer(0, "", unfetched);
     }
-    assert_eq!(w.run("os: {patch: true}\n"), 1);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Failed);
     assert_eq!(w.runner.calls().len(), REFRESH.attempts as usize, "an upgrade followed lists apt could not fetch");
-    let rec = w.record();
+    let rec = w.record("patch");
     let error = rec.last_error.clone().unwrap_or_default();
     assert!(error.contains("not every source could be fetched: W: Failed to fetch https://repo.example"), "{error}");
 }
 
 #[test]
 fn a_mirror_that_stays_down_fails_after_a_bounded_number_of_tries() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     for _ in 0..10 {
         w.runner.answer(100, "", "E: Failed to fetch http://mirror/dists/bookworm/InRelease  503");
     }
-    assert_eq!(w.run("os: {patch: true}\n"), 1);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Failed);
     assert_eq!(w.runner.calls().len(), REFRESH.attempts as usize, "no upgrade may follow a failed refresh");
-    let err = w.record().last_error.unwrap();
+    let err = w.record("patch").last_error.unwrap();
     assert!(err.contains("refreshing the package lists: gave up after 5 attempts"), "{err}");
     assert!(err.contains("503"), "the mirror's error is missing: {err}");
 }
 
 #[test]
 fn an_interrupted_dpkg_is_repaired_once() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     w.runner.answer(0, "", "");
     w.runner.answer(100, "", INTERRUPTED);
     w.runner.answer(0, "", "");
     w.runner.answer(0, UPGRADED, "");
-    assert_eq!(w.run("os: {patch: true}\n"), 0);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Done);
     let argvs = w.runner.argvs();
     assert_eq!(argvs[2], "dpkg --force-confdef --force-confold --configure -a");
     assert!(argvs[3].ends_with("dist-upgrade"));
@@ -134,28 +108,28 @@ fn an_interrupted_dpkg_is_repaired_once() {
 
 #[test]
 fn a_dpkg_that_stays_broken_is_reported_not_repaired_again() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     w.runner.answer(0, "", "");
     w.runner.answer(100, "", INTERRUPTED);
     w.runner.answer(0, "", "");
     w.runner.answer(100, "", INTERRUPTED);
-    assert_eq!(w.run("os: {patch: true}\n"), 1);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Failed);
     assert_eq!(w.runner.calls().len(), 4);
-    let err = w.record().last_error.unwrap();
+    let err = w.record("patch").last_error.unwrap();
     assert!(err.contains("upgrading packages") && err.contains("dpkg was interrupted"), "{err}");
 }
 
 #[test]
 fn if_required_reboots_only_when_a_package_asks() {
-    let w = World::new(DEBIAN);
-    assert_eq!(w.run("os: {patch: true}\n"), 0);
-    assert_eq!(w.record().status, Status::Done);
+    let w = World::with_os(DEBIAN);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Done);
+    assert_eq!(w.record("patch").status, Status::Done);
 
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     w.root.write(REBOOT_REQUIRED, b"*** System restart required ***\n", 0o644).unwrap();
     w.root.write(REBOOT_REQUIRED_PKGS, b"linux-image-6.1.0-28-amd64\n", 0o644).unwrap();
-    assert_eq!(w.run("os: {patch: true}\n"), 3);
-    let rec = w.record();
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::RebootRequired);
+    let rec = w.record("patch");
     assert_eq!(rec.status, Status::RebootPending);
     assert_eq!(rec.reason.as_deref(), Some("/var/run/reboot-required exists (for linux-image-6.1.0-28-amd64)"));
     let st = State::load(&w.root).unwrap();
@@ -165,47 +139,47 @@ fn if_required_reboots_only_when_a_package_asks() {
 
 #[test]
 fn never_does_not_reboot_but_says_one_is_required() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     w.root.write(REBOOT_REQUIRED, b"", 0o644).unwrap();
-    assert_eq!(w.run("os: {patch: true, reboot: never}\n"), 0);
-    let rec = w.record();
+    assert_eq!(run(&w, "os: {patch: true, reboot: never}\n"), End::Done);
+    let rec = w.record("patch");
     assert_eq!(rec.status, Status::Done);
-    assert_eq!(rec.facts["reboot_required"], true);
+    assert_eq!(rec.details["reboot_required"], true);
     assert!(State::load(&w.root).unwrap().reboots.is_empty());
 }
 
 #[test]
 fn always_reboots_once_and_the_next_boot_goes_on_without_patching_again() {
-    let w = World::new(DEBIAN);
-    assert_eq!(w.run("os: {patch: true, reboot: always}\n"), 3);
+    let w = World::with_os(DEBIAN);
+    assert_eq!(run(&w, "os: {patch: true, reboot: always}\n"), End::RebootRequired);
     assert_eq!(w.runner.calls().len(), 2);
     // Same boot (the reboot did not happen): ask again, patch nothing.
-    assert_eq!(w.run("os: {patch: true, reboot: always}\n"), 3);
+    assert_eq!(run(&w, "os: {patch: true, reboot: always}\n"), End::RebootRequired);
     assert_eq!(w.runner.calls().len(), 2);
     w.boot("boot-2");
-    assert_eq!(w.run("os: {patch: true, reboot: always}\n"), 0);
+    assert_eq!(run(&w, "os: {patch: true, reboot: always}\n"), End::Done);
     assert_eq!(w.runner.calls().len(), 2, "patched again after the reboot");
-    let rec = w.record();
+    let rec = w.record("patch");
     assert_eq!(rec.status, Status::Done);
-    assert_eq!(rec.facts["rebooted_from_boot"], "boot-1");
+    assert_eq!(rec.rebooted_from_boot.as_deref(), Some("boot-1"));
     w.boot("boot-3");
-    assert_eq!(w.run("os: {patch: true, reboot: always}\n"), 0);
+    assert_eq!(run(&w, "os: {patch: true, reboot: always}\n"), End::Done);
     assert_eq!(State::load(&w.root).unwrap().reboots.len(), 1);
 }
 
 #[test]
 fn the_loop_guard_stops_a_fourth_reboot() {
-    let w = World::new(DEBIAN);
+    let w = World::with_os(DEBIAN);
     w.root.write(REBOOT_REQUIRED, b"", 0o644).unwrap();
     // An operator flipping os.reboot makes the stage run again each boot.
     let configs = ["os: {patch: true, reboot: always}\n", "os: {patch: true}\n"];
     for i in 0..3 {
-        assert_eq!(w.run(configs[i % 2]), 3, "reboot {i}");
+        assert_eq!(run(&w, configs[i % 2]), End::RebootRequired, "reboot {i}");
         w.boot(&format!("boot-{}", i + 2));
-        assert_eq!(w.run(configs[i % 2]), 0);
+        assert_eq!(run(&w, configs[i % 2]), End::Done);
     }
-    assert_eq!(w.run(configs[1]), 1);
-    let rec = w.record();
+    assert_eq!(run(&w, configs[1]), End::Failed);
+    let rec = w.record("patch");
     assert_eq!(rec.status, Status::Failed);
     assert!(rec.last_error.unwrap().contains("refusing to reboot again"));
     assert_eq!(State::load(&w.root).unwrap().reboots.len(), 3);
@@ -213,28 +187,28 @@ fn the_loop_guard_stops_a_fourth_reboot() {
 
 #[test]
 fn dnf_upgrades_with_refresh_and_asks_needs_restarting() {
-    let w = World::new(ROCKY);
+    let w = World::with_os(ROCKY);
     w.runner.answer(0, "Transaction Summary\n====\nInstall  1 Package\nUpgrade  4 Packages\n\nComplete!\n", "");
     w.runner.answer(1, "Reboot is required to fully utilize these updates.\n", "");
-    assert_eq!(w.run("os: {patch: true}\n"), 3);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::RebootRequired);
     assert_eq!(w.runner.argvs(), ["dnf -y upgrade --refresh", "needs-restarting -r"]);
-    let rec = w.record();
-    assert_eq!(rec.facts["packages_upgraded"], 5);
+    let rec = w.record("patch");
+    assert_eq!(rec.details["packages_upgraded"], 5);
     assert_eq!(rec.reason.as_deref(), Some("`needs-restarting -r` says so"));
 }
 
 #[test]
 fn dnf_without_needs_restarting_fails_with_advice() {
-    let w = World::new(ROCKY);
+    let w = World::with_os(ROCKY);
     w.runner.answer(0, "Nothing to do.\n", "");
     w.runner.answer(127, "", "chroot: failed to run command 'needs-restarting': No such file or directory");
-    assert_eq!(w.run("os: {patch: true}\n"), 1);
-    assert!(w.record().last_error.unwrap().contains("install dnf-utils"));
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Failed);
+    assert!(w.record("patch").last_error.unwrap().contains("install dnf-utils"));
 }
 
 #[test]
 fn a_dead_dnf_pid_file_is_not_a_lock_but_a_live_one_is() {
-    let w = World::new(ROCKY);
+    let w = World::with_os(ROCKY);
     let probe = Probe::PidFile("/var/lib/dnf/rpmdb_lock.pid");
     w.root.write("/var/lib/dnf/rpmdb_lock.pid", b"999999999\n", 0o644).unwrap();
     assert_eq!(holder(&w.root, probe).unwrap(), None);
@@ -263,7 +237,7 @@ fn inputs_follow_patch_and_reboot_only() {
     let a = Config::default();
     let mut b = Config::default();
     b.os.lock_timeout = config::values::Dur(Duration::from_secs(5));
-    assert_eq!(PatchStage.inputs(&a), PatchStage.inputs(&b));
+    assert_eq!(inputs(&a), inputs(&b));
     b.os.reboot = RebootPolicy::Always;
-    assert_ne!(PatchStage.inputs(&a), PatchStage.inputs(&b));
+    assert_ne!(inputs(&a), inputs(&b));
 }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use crate::config::{Config, Proxy};
 use crate::distro::{self, Family};
-use crate::pipeline::{Context, Facts, Outcome, Stage};
 use crate::root::Change;
+use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
 pub use render::{NoProxyInputs, no_proxy};
 
 pub const ENVIRONMENT: &str = "/etc/environment";
@@ -36,19 +36,32 @@ impl Stage for ProxyStage {
         "proxy"
     }
 
-    fn inputs(&self, c: &Config) -> String {
-        format!("{:?} {:?} {:?} {:?}", c.proxy, c.dns.domain, c.kubernetes.as_ref().map(|k| &k.endpoint), c.cidrs())
+    /// Everything that lands in a file: the URLs (secrets: they may carry
+    /// a password), NO_PROXY's sources and the CA.
+    fn inputs(&self, c: &Config, f: &mut Fingerprint) {
+        let (pod, service) = c.cidrs();
+        f.add("domain", &c.dns.domain).add("pod_cidr", pod).add("service_cidr", service);
+        if let Some(k) = &c.kubernetes {
+            f.add("endpoint", &k.endpoint);
+        }
+        let Some(p) = &c.proxy else { return };
+        f.secret("http", p.http.as_ref().map_or("", |u| u.expose()));
+        f.secret("https", p.https.as_ref().map_or("", |u| u.expose()));
+        for entry in &p.no_proxy {
+            f.add("no_proxy", &entry.0);
+        }
+        f.add("ca_cert", p.ca_cert.as_ref().map_or("", |c| c.pem.as_str()));
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
         let family = distro::family(cx.root)?;
         let proxy = cx.config.proxy.clone().unwrap_or_default();
-        let mut facts = Facts::new();
-        let mut changed = apply_environment(cx, family, &proxy, &mut facts)?;
+        let mut details = Details::new();
+        let mut changed = apply_environment(cx, family, &proxy, &mut details)?;
         match &proxy.ca_cert {
             Some(ca) => {
                 let anchors = trust::install(cx, family, &ca.der).await?;
-                facts.insert("ca_anchors".into(), anchors.into());
+                details.insert("ca_anchors".into(), anchors.into());
             }
             None => {
                 let removed = trust::remove(cx, family).await?;
@@ -58,16 +71,17 @@ impl Stage for ProxyStage {
         if cx.config.proxy.is_none() && changed.is_empty() {
             return Ok(Outcome::Skipped("no proxy configured".into()));
         }
-        facts.insert("changed".into(), changed.into());
-        Ok(Outcome::Done(facts))
+        details.insert("changed".into(), changed.into());
+        Ok(Outcome::Done(Done::new(details)))
     }
 }
 
 /// Writes (or removes) the proxy variables' files; returns what changed.
-fn apply_environment(cx: &Context<'_>, family: Family, p: &Proxy, facts: &mut Facts) -> Result<Vec<String>> {
+fn apply_environment(cx: &Context<'_>, family: Family, p: &Proxy, details: &mut Details) -> Result<Vec<String>> {
     let (http, https) = (p.http.as_ref().map(|u| u.expose()), p.https.as_ref().map(|u| u.expose()));
     let on = http.is_some() || https.is_some();
-    let inputs = no_proxy_inputs(cx, p);
+    let ips = cx.node.ips();
+    let inputs = no_proxy_inputs(cx, p, &ips);
     let np = if on { no_proxy(&inputs) } else { Vec::new() };
     let vars = if on { render::variables(http, https, &np) } else { Vec::new() };
     // Files holding a proxy password are for root's consumers only.
@@ -102,7 +116,7 @@ fn apply_environment(cx: &Context<'_>, family: Family, p: &Proxy, facts: &mut Fa
         track(path, put(cx, path, on.then(|| render::systemd_service(&vars)), secret_mode)?);
     }
     if on {
-        facts.insert("no_proxy".into(), np.join(",").into());
+        details.insert("no_proxy".into(), np.join(",").into());
     }
     Ok(changed)
 }
@@ -115,12 +129,12 @@ fn put(cx: &Context<'_>, path: &str, content: Option<String>, mode: u32) -> Resu
     }
 }
 
-fn no_proxy_inputs<'a>(cx: &'a Context<'_>, p: &'a Proxy) -> NoProxyInputs<'a> {
+fn no_proxy_inputs<'a>(cx: &'a Context<'_>, p: &'a Proxy, ips: &'a [std::net::IpAddr]) -> NoProxyInputs<'a> {
     let (pod_cidr, service_cidr) = cx.config.cidrs();
     NoProxyInputs {
         operator: &p.no_proxy,
-        addresses: &cx.node.addresses,
-        fqdn: cx.node.fqdn.as_deref(),
+        addresses: ips,
+        fqdn: cx.node.fqdn(),
         endpoint: cx.config.kubernetes.as_ref().map(|k| &k.endpoint),
         pod_cidr,
         service_cidr,

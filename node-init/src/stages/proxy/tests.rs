@@ -1,13 +1,11 @@
 //! Sandbox tests: a temp root, a recording runner, golden files under
 //! `tests/fixtures/proxy/` (regenerate with `NODE_INIT_UPDATE_GOLDEN=1`).
 
-use std::path::PathBuf;
-
 use super::*;
 use crate::config;
-use crate::pipeline::{Node, Outcome};
-use crate::root::Root;
-use crate::runner::Recording;
+use crate::net::Address;
+use crate::pipeline::End;
+use crate::testing::{DEBIAN, RHEL, World};
 
 const CONFIG: &str = r#"
 proxy:
@@ -21,61 +19,17 @@ kubernetes:
   ca_cert_hashes: ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
 "#;
 
-struct Sandbox {
-    _dir: tempfile::TempDir,
-    root: Root,
-    runner: Recording,
+/// A Debian or RHEL root for node1.maas at 10.11.12.21, MAAS at 10.11.12.2.
+fn sandbox(os_release: &str) -> World {
+    let mut w = World::with_os(os_release);
+    w.write("/etc/environment", "PATH=\"/usr/local/sbin:/usr/bin\"\nLANG=C.UTF-8\n");
+    w.node.addresses = vec![Address { interface: "eth0".into(), net: "10.11.12.21/24".parse().unwrap() }];
+    w.node.maas_server = Some("10.11.12.2".into());
+    w
 }
-
-impl Sandbox {
-    fn new(os_release: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path()).unwrap();
-        root.write("/etc/os-release", os_release.as_bytes(), 0o644).unwrap();
-        root.write("/etc/environment", b"PATH=\"/usr/local/sbin:/usr/bin\"\nLANG=C.UTF-8\n", 0o644).unwrap();
-        Self { _dir: dir, root, runner: Recording::new() }
-    }
-
-    fn run(&self, config: &config::Config) -> anyhow::Result<Outcome> {
-        let mut cx = Context::new(&self.root, config, &self.runner, false).unwrap();
-        cx.node = Node {
-            fqdn: Some("node1.maas".into()),
-            addresses: vec!["10.11.12.21".parse().unwrap()],
-            maas_server: Some("10.11.12.2".into()),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(ProxyStage.run(&cx))
-    }
-
-    fn read(&self, path: &str) -> String {
-        self.root.read_string_opt(path).unwrap().unwrap_or_else(|| panic!("{path} missing"))
-    }
-
-    /// Every file under the root, with its bytes, for before/after checks.
-    fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
-        fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() { walk(&p, out) } else { out.push((p.clone(), std::fs::read(&p).unwrap())) }
-            }
-        }
-        let mut out = Vec::new();
-        walk(self.root.base(), &mut out);
-        out.sort();
-        out
-    }
-}
-
-const DEBIAN: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
-const RHEL: &str = "NAME=\"Rocky Linux\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n";
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/proxy").join(name);
-    if std::env::var_os("NODE_INIT_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(actual, expected, "{name} differs from its golden file");
+    crate::testing::golden("proxy", name, actual);
 }
 
 fn mint_ca() -> (String, Vec<u8>) {
@@ -89,9 +43,9 @@ fn mint_ca() -> (String, Vec<u8>) {
 
 #[test]
 fn debian_files_match_their_golden_files() {
-    let s = Sandbox::new(DEBIAN);
+    let s = sandbox(DEBIAN);
     let cfg = config::parse(CONFIG, "t").unwrap();
-    assert!(matches!(s.run(&cfg).unwrap(), Outcome::Done(_)));
+    assert!(matches!(s.stage(&ProxyStage, &cfg).unwrap(), Outcome::Done(_)));
     golden("environment", &s.read(ENVIRONMENT));
     golden("profile.sh", &s.read(PROFILE));
     golden("apt.conf", &s.read(APT));
@@ -103,69 +57,67 @@ fn debian_files_match_their_golden_files() {
 
 #[test]
 fn rerun_changes_nothing_and_removal_restores_the_root() {
-    let s = Sandbox::new(DEBIAN);
+    let s = sandbox(DEBIAN);
     let before = s.snapshot();
     let cfg = config::parse(CONFIG, "t").unwrap();
-    s.run(&cfg).unwrap();
+    s.stage(&ProxyStage, &cfg).unwrap();
     let after = s.snapshot();
-    s.run(&cfg).unwrap();
+    s.stage(&ProxyStage, &cfg).unwrap();
     assert_eq!(s.snapshot(), after, "a rerun is byte-identical");
 
     let off = config::parse("", "t").unwrap();
-    assert!(matches!(s.run(&off).unwrap(), Outcome::Done(_)));
+    assert!(matches!(s.stage(&ProxyStage, &off).unwrap(), Outcome::Done(_)));
     assert_eq!(s.snapshot(), before, "turning the proxy off removes exactly what was written");
-    assert!(matches!(s.run(&off).unwrap(), Outcome::Skipped(_)));
+    assert!(matches!(s.stage(&ProxyStage, &off).unwrap(), Outcome::Skipped(_)));
 }
 
 #[test]
 fn password_files_are_root_only() {
-    use std::os::unix::fs::PermissionsExt;
-    let s = Sandbox::new(DEBIAN);
-    s.run(&config::parse(CONFIG, "t").unwrap()).unwrap();
-    let mode = |p: &str| std::fs::metadata(s.root.path(p)).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(APT), 0o600);
-    assert_eq!(mode(MANAGER), 0o600);
-    assert_eq!(mode(DROP_INS[0]), 0o600);
-    assert_eq!(mode(PROFILE), 0o644);
+    let s = sandbox(DEBIAN);
+    s.stage(&ProxyStage, &config::parse(CONFIG, "t").unwrap()).unwrap();
+    assert_eq!(s.mode(APT), 0o600);
+    assert_eq!(s.mode(MANAGER), 0o600);
+    assert_eq!(s.mode(DROP_INS[0]), 0o600);
+    assert_eq!(s.mode(PROFILE), 0o644);
 }
 
 #[test]
 fn ca_goes_to_the_anchor_dir_and_must_reach_the_bundle() {
-    let s = Sandbox::new(DEBIAN);
+    let s = sandbox(DEBIAN);
     let (pem, der) = mint_ca();
     let cfg = config::parse(&format!("proxy:\n  ca_cert: |\n{}", indent(&pem)), "t").unwrap();
     // The recording runner does not really update the bundle: the check fails.
-    let err = format!("{:#}", s.run(&cfg).unwrap_err());
+    let err = format!("{:#}", s.stage(&ProxyStage, &cfg).unwrap_err());
     assert!(err.contains("does not hold the proxy CA"), "{err}");
     assert_eq!(s.runner.argvs(), ["update-ca-certificates"]);
     let anchor = s.read("/usr/local/share/ca-certificates/node-init-proxy-ca.crt");
     assert_eq!(crate::pki::pem_certificates(anchor.as_bytes()).unwrap(), std::slice::from_ref(&der));
 
     // Once the bundle holds it, the stage passes; a rerun runs nothing.
-    s.root.write("/etc/ssl/certs/ca-certificates.crt", trust::pem_encode(&der).as_bytes(), 0o644).unwrap();
-    s.run(&cfg).unwrap();
+    s.root.write("/etc/ssl/certs/ca-certificates.crt", crate::pki::pem_encode(&der).as_bytes(), 0o644).unwrap();
+    s.stage(&ProxyStage, &cfg).unwrap();
     assert_eq!(s.runner.argvs().len(), 1, "anchor unchanged and bundle complete: no update");
 }
 
 #[test]
 fn a_missing_update_tool_fails_with_its_stderr() {
-    let s = Sandbox::new(DEBIAN);
+    let s = sandbox(DEBIAN);
     let (pem, _) = mint_ca();
     let cfg = config::parse(&format!("proxy:\n  ca_cert: |\n{}", indent(&pem)), "t").unwrap();
     s.runner.answer(127, "", "chroot: failed to run command 'update-ca-certificates': No such file or directory");
-    let err = format!("{:#}", s.run(&cfg).unwrap_err());
+    let err = format!("{:#}", s.stage(&ProxyStage, &cfg).unwrap_err());
     assert!(err.contains("`update-ca-certificates` exited with 127: chroot: failed to run command"), "{err}");
 }
 
 #[test]
 fn rhel_family_uses_its_paths_and_commands() {
-    let s = Sandbox::new(RHEL);
+    let s = sandbox(RHEL);
     s.root.write(DNF, b"[main]\ngpgcheck=1\n", 0o644).unwrap();
     let (pem, der) = mint_ca();
-    s.root.write("/etc/pki/tls/certs/ca-bundle.crt", trust::pem_encode(&der).as_bytes(), 0o644).unwrap();
+    s.root.write("/etc/pki/tls/certs/ca-bundle.crt", crate::pki::pem_encode(&der).as_bytes(), 0o644).unwrap();
     let doc = format!("proxy:\n  https: http://10.0.0.1:3128\n  ca_cert: |\n{}", indent(&pem));
     let cfg = config::parse(&doc, "t").unwrap();
-    s.run(&cfg).unwrap();
+    s.stage(&ProxyStage, &cfg).unwrap();
     assert_eq!(s.runner.argvs(), ["update-ca-trust extract"]);
     assert!(s.root.exists("/etc/pki/ca-trust/source/anchors/node-init-proxy-ca.crt"));
     golden("dnf.conf", &s.read(DNF));
@@ -174,4 +126,24 @@ fn rhel_family_uses_its_paths_and_commands() {
 
 fn indent(pem: &str) -> String {
     pem.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+#[test]
+fn rotating_only_the_proxy_password_reruns_the_stage_and_rewrites_every_file() {
+    let w = sandbox(DEBIAN);
+    let with = |pw: &str| config::parse(&CONFIG.replace("pa%24%24word", pw), "t").unwrap();
+    assert_eq!(w.run(&[&ProxyStage], &with("old-secret"), false), End::Done);
+    assert_eq!(w.run(&[&ProxyStage], &with("new-secret"), false), End::Done);
+    assert_eq!(w.record("proxy").attempts, 2, "the changed password made the settled stage run again");
+    for path in [ENVIRONMENT, PROFILE, APT, MANAGER, DROP_INS[0], DROP_INS[1]] {
+        let text = w.read(path);
+        assert!(text.contains("new-secret"), "{path} lacks the new password:\n{text}");
+        assert!(!text.contains("old-secret"), "{path} keeps the old password:\n{text}");
+    }
+    let state = w.read(crate::state::STATE_PATH);
+    assert!(!state.contains("secret"), "the state file holds a password:\n{state}");
+    assert_eq!(w.mode(crate::state::KEY_PATH), 0o600, "the fingerprint key is root's only");
+    // The same password again: settled, nothing runs.
+    assert_eq!(w.run(&[&ProxyStage], &with("new-secret"), false), End::Done);
+    assert_eq!(w.record("proxy").attempts, 2);
 }

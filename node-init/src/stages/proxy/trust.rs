@@ -2,58 +2,19 @@
 //! in the distro's anchor directory, the distro's update tool, then a check
 //! that the system bundle really holds every certificate.
 
-use std::time::Duration;
-
 use anyhow::{Result, bail};
-use base64::Engine as _;
 
 use crate::distro::Family;
-use crate::pipeline::Context;
 use crate::root::{Change, Root};
-use crate::runner::Cmd;
+use crate::stages::Context;
 
-const UPDATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Anchors node-init may have written: `node-init-proxy-ca.crt`,
 /// `node-init-proxy-ca-2.crt`, ... up to this many.
 const MAX_ANCHORS: usize = 32;
 
-impl Family {
-    pub fn anchor_dir(self) -> &'static str {
-        match self {
-            Self::Debian => "/usr/local/share/ca-certificates",
-            Self::Rhel => "/etc/pki/ca-trust/source/anchors",
-        }
-    }
-
-    pub fn bundle(self) -> &'static str {
-        match self {
-            Self::Debian => "/etc/ssl/certs/ca-certificates.crt",
-            Self::Rhel => "/etc/pki/tls/certs/ca-bundle.crt",
-        }
-    }
-
-    pub fn update_command(self) -> Cmd {
-        match self {
-            Self::Debian => Cmd::new(["update-ca-certificates"], UPDATE_TIMEOUT),
-            Self::Rhel => Cmd::new(["update-ca-trust", "extract"], UPDATE_TIMEOUT),
-        }
-    }
-}
-
 fn anchor_path(family: Family, i: usize) -> String {
     let suffix = if i == 0 { String::new() } else { format!("-{}", i + 1) };
     format!("{}/node-init-proxy-ca{suffix}.crt", family.anchor_dir())
-}
-
-pub fn pem_encode(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
 }
 
 /// Writes one anchor per certificate, runs the update tool when anything
@@ -64,7 +25,7 @@ pub async fn install(cx: &Context<'_>, family: Family, certs: &[Vec<u8>]) -> Res
     let mut paths = Vec::new();
     for (i, der) in certs.iter().enumerate() {
         let path = anchor_path(family, i);
-        changed |= cx.write(&path, pem_encode(der).as_bytes(), 0o644)? != Change::Unchanged;
+        changed |= cx.write(&path, crate::pki::pem_encode(der).as_bytes(), 0o644)? != Change::Unchanged;
         paths.push(path);
     }
     for i in certs.len()..MAX_ANCHORS {

@@ -14,10 +14,14 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 
-use crate::config::Config;
 use crate::root::Root;
 
+mod verdict;
+pub use verdict::{forward_verdict, reverse_warning};
+
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// systemd-resolved's own list of upstream servers.
+pub const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
 
 /// What one server answered for one question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,9 +171,9 @@ fn absolute(name: &str) -> Result<Name, ()> {
     Ok(n)
 }
 
-/// The nameservers listed in the root's `/etc/resolv.conf`.
-pub fn system_nameservers(root: &Root) -> Vec<SocketAddr> {
-    let text = root.read_string_opt(RESOLV_CONF).ok().flatten().unwrap_or_default();
+/// The nameservers a resolv.conf-style file lists, on port 53.
+fn listed(root: &Root, path: &str) -> Vec<SocketAddr> {
+    let text = root.read_string_opt(path).ok().flatten().unwrap_or_default();
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|v| v.trim().split('%').next()?.parse::<IpAddr>().ok())
@@ -177,13 +181,28 @@ pub fn system_nameservers(root: &Root) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// The MAAS DNS servers: `dns.nameservers`, else the system's.
-pub fn maas_nameservers(root: &Root, cfg: &Config) -> Vec<SocketAddr> {
-    if cfg.dns.nameservers.is_empty() {
-        system_nameservers(root)
-    } else {
-        cfg.dns.nameservers.iter().map(|n| n.0).collect()
+/// What the rest of the system asks: the root's `/etc/resolv.conf`. On
+/// Ubuntu that is systemd-resolved's stub, which answers from `/etc/hosts`
+/// and its own cache too.
+pub fn system_nameservers(root: &Root) -> Vec<SocketAddr> {
+    listed(root, RESOLV_CONF)
+}
+
+/// The servers that really answer for the node: resolv.conf's, unless it
+/// lists only systemd-resolved's stub (127.0.0.53, 127.0.0.54), whose
+/// upstreams (the MAAS DNS servers DHCP or netplan gave) are in
+/// `/run/systemd/resolve/resolv.conf`. The stub is never asked for MAAS's
+/// zone: cloud-init's `127.0.1.1 <fqdn>` line in /etc/hosts would answer.
+pub fn upstream_nameservers(root: &Root) -> Vec<SocketAddr> {
+    let system = system_nameservers(root);
+    let is_stub = |s: &SocketAddr| matches!(s.ip(), IpAddr::V4(v4) if v4.octets()[..3] == [127, 0, 0] && matches!(v4.octets()[3], 53 | 54));
+    if !system.is_empty() && system.iter().all(is_stub) {
+        let upstream = listed(root, RESOLVED_UPSTREAM);
+        if !upstream.is_empty() {
+            return upstream;
+        }
     }
+    system
 }
 
 /// Does `names` (PTR targets) name `fqdn`? Case and the trailing dot do not
@@ -191,4 +210,40 @@ pub fn maas_nameservers(root: &Root, cfg: &Config) -> Vec<SocketAddr> {
 pub fn names_match(names: &[String], fqdn: &str) -> bool {
     let want = fqdn.trim_end_matches('.');
     names.iter().any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        for (p, c) in files {
+            root.write(p, c.as_bytes(), 0o644).unwrap();
+        }
+        (t, root)
+    }
+
+    #[test]
+    fn behind_resolveds_stub_the_upstreams_are_asked() {
+        // Ubuntu's /etc/resolv.conf, as systemd-resolved writes it.
+        let (_t, root) = root_with(&[
+            (RESOLV_CONF, "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch dc1.example\n"),
+            (RESOLVED_UPSTREAM, "nameserver 10.11.12.2\nnameserver 10.11.12.3\nsearch dc1.example\n"),
+        ]);
+        let want: Vec<SocketAddr> = vec!["10.11.12.2:53".parse().unwrap(), "10.11.12.3:53".parse().unwrap()];
+        assert_eq!(upstream_nameservers(&root), want);
+        assert_eq!(system_nameservers(&root), vec!["127.0.0.53:53".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn a_plain_resolv_conf_is_used_as_it_is() {
+        let (_t, root) =
+            root_with(&[(RESOLV_CONF, "nameserver 10.0.0.2\n"), (RESOLVED_UPSTREAM, "nameserver 10.9.9.9\n")]);
+        assert_eq!(upstream_nameservers(&root), vec!["10.0.0.2:53".parse::<SocketAddr>().unwrap()]);
+        // The stub with no upstream file (resolved not running): the stub it is.
+        let (_t, root) = root_with(&[(RESOLV_CONF, "nameserver 127.0.0.53\n")]);
+        assert_eq!(upstream_nameservers(&root), vec!["127.0.0.53:53".parse::<SocketAddr>().unwrap()]);
+    }
 }

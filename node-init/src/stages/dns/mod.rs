@@ -9,7 +9,7 @@
 //! mismatched PTR is a warning, recorded in the state, never a failure.
 //! Under `--root` the stage is skipped: an image has no place in the zone.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -18,9 +18,9 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::dns::{self, Answer, Server};
-use crate::pipeline::{Context, Facts, Outcome, Stage};
+use crate::dns::{Server, forward_verdict, reverse_warning};
 use crate::retry::Backoff;
+use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
 
 /// Waits between rounds: 1 s doubling to 15 s, bounded by `dns.timeout`.
 const ROUNDS: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(15), attempts: u32::MAX };
@@ -35,8 +35,14 @@ impl Stage for DnsStage {
         "dns"
     }
 
-    fn inputs(&self, c: &Config) -> String {
-        format!("{:?} {:?} {:?} {:?}", c.hostname, c.dns.domain, c.dns.nameservers, c.dns.require)
+    fn inputs(&self, c: &Config, f: &mut Fingerprint) {
+        f.add("hostname", c.hostname.as_ref().map_or("", |h| h.as_str())).add("domain", &c.dns.domain);
+        for n in &c.dns.nameservers {
+            f.add("nameserver", n.0);
+        }
+        for n in &c.dns.require {
+            f.add("require", n);
+        }
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
@@ -46,10 +52,11 @@ impl Stage for DnsStage {
                 "the node's addresses are unknown (--root); checked on the booted node".into(),
             ));
         }
-        let Some(fqdn) = cx.node.fqdn.clone() else {
-            bail!("the node's FQDN is unknown: set hostname, or let MAAS set local-hostname")
+        let fqdn = match &cx.node.fqdn {
+            Ok(f) => f.clone(),
+            Err(why) => bail!("the node's FQDN is unknown ({why}): set hostname, or let MAAS set local-hostname"),
         };
-        let servers = dns::maas_nameservers(cx.root, cx.config);
+        let servers = cx.node.maas_servers.clone();
         if servers.is_empty() {
             bail!("no DNS server to ask: set dns.nameservers, or list the MAAS server in /etc/resolv.conf");
         }
@@ -59,12 +66,12 @@ impl Stage for DnsStage {
         let servers: Vec<Server> = servers.into_iter().map(|a| Server::new(a, query_timeout)).collect();
         let mut attempt = 1;
         loop {
-            let round = check(&servers, &fqdn, &cx.node.addresses, &cx.config.dns.require).await;
+            let round = check(&servers, &fqdn, &cx.node.ips(), &cx.config.dns.require).await;
             if round.problems.is_empty() {
                 for w in &round.warnings {
                     tracing::warn!("{w}");
                 }
-                return Ok(Outcome::Done(round.facts(&fqdn, attempt)));
+                return Ok(Outcome::Done(round.done(&fqdn, attempt)));
             }
             tracing::info!(attempt, problems = %round.problems.join("; "), "not resolved yet");
             if !ROUNDS.wait(attempt, deadline).await {
@@ -88,16 +95,16 @@ pub struct Round {
 }
 
 impl Round {
-    fn facts(&self, fqdn: &str, rounds: u32) -> Facts {
-        let mut f = Facts::new();
-        f.insert("fqdn".into(), fqdn.into());
-        f.insert("address".into(), self.address.map(|a| a.to_string()).into());
-        f.insert("rounds".into(), rounds.into());
-        if !self.warnings.is_empty() {
-            f.insert("warnings".into(), self.warnings.clone().into());
-            f.insert("summary".into(), self.warnings.join("; ").into());
+    fn done(&self, fqdn: &str, rounds: u32) -> Done {
+        let mut d = Details::new();
+        d.insert("fqdn".into(), fqdn.into());
+        d.insert("address".into(), self.address.map(|a| a.to_string()).into());
+        d.insert("rounds".into(), rounds.into());
+        if self.warnings.is_empty() {
+            return Done::new(d);
         }
-        f
+        d.insert("warnings".into(), self.warnings.clone().into());
+        Done::new(d).summary(self.warnings.join("; "))
     }
 }
 
@@ -134,26 +141,6 @@ async fn check_server(s: &Server, fqdn: &str, own: &[IpAddr], require: &[impl As
         }
     }
     round
-}
-
-/// The node's own address among the answers, or why not.
-pub fn forward_verdict(answer: &Answer, own: &[IpAddr]) -> Result<IpAddr, String> {
-    let got = answer.addresses();
-    if got.is_empty() {
-        return Err(answer.to_string());
-    }
-    got.iter().copied().find(|ip| own.contains(ip)).ok_or_else(|| {
-        let own: Vec<String> = own.iter().map(ToString::to_string).collect();
-        format!("answered {answer}, none of which is this node's ({})", own.join(", "))
-    })
-}
-
-pub fn reverse_warning(server: SocketAddr, ip: IpAddr, answer: &Answer, fqdn: &str) -> Option<String> {
-    match answer {
-        Answer::Names(n) if dns::names_match(n, fqdn) => None,
-        Answer::Names(n) => Some(format!("PTR of {ip} via {server} names {} (not {fqdn})", n.join(", "))),
-        other => Some(format!("no PTR for {ip} via {server}: {other}")),
-    }
 }
 
 #[cfg(test)]

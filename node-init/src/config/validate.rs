@@ -1,0 +1,172 @@
+//! From the document as written to the configuration the program uses:
+//! the rules that span keys, and what each role needs, checked once here so
+//! that nothing later has to assume it.
+
+use super::values::*;
+use super::{Config, Kubernetes, KubernetesDoc, Member, Role, default_pod_cidr, default_service_cidr};
+
+/// The offending key and why.
+type Rejection = (String, String);
+
+fn reject<T>(key: &str, message: impl Into<String>) -> Result<T, Rejection> {
+    Err((key.to_owned(), message.into()))
+}
+
+impl<K> Config<K> {
+    /// The pod and service CIDRs in force: configured, else kubeadm-style
+    /// defaults, which `verify` checks even on a node with no config.
+    pub fn cidrs(&self) -> (Cidr, Cidr)
+    where
+        K: Cidrs,
+    {
+        self.kubernetes.as_ref().map_or((default_pod_cidr(), default_service_cidr()), Cidrs::cidrs)
+    }
+}
+
+/// Both forms of the `kubernetes:` section name their CIDRs.
+pub trait Cidrs {
+    fn cidrs(&self) -> (Cidr, Cidr);
+}
+
+impl Cidrs for Kubernetes {
+    fn cidrs(&self) -> (Cidr, Cidr) {
+        (self.pod_cidr, self.service_cidr)
+    }
+}
+
+impl Cidrs for KubernetesDoc {
+    fn cidrs(&self) -> (Cidr, Cidr) {
+        (self.pod_cidr, self.service_cidr)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The document, checked, as the program's configuration.
+pub fn validate(doc: Config<KubernetesDoc>) -> Result<Config, Rejection> {
+    if let Some(p) = &doc.proxy {
+        if p.http.is_none() && p.https.is_none() && p.ca_cert.is_none() {
+            return reject("proxy", "set at least one of http, https, ca_cert (or remove the proxy key)");
+        }
+        for (i, der) in p.ca_cert.iter().flat_map(|c| c.der.iter()).enumerate() {
+            if let Err(e) = crate::pki::check_ca(der, now()) {
+                return reject("proxy.ca_cert", format!("certificate {}: {e:#}", i + 1));
+            }
+        }
+    }
+    let kubernetes = doc.kubernetes.map(kubernetes).transpose()?;
+    Ok(Config {
+        hostname: doc.hostname,
+        os: doc.os,
+        proxy: doc.proxy,
+        dns: doc.dns,
+        kubernetes,
+        resources: doc.resources,
+    })
+}
+
+fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
+    let (pod, svc) = (k.pod_cidr, k.service_cidr);
+    if pod.overlaps(&svc.0) {
+        return reject("kubernetes.service_cidr", format!("{svc} overlaps kubernetes.pod_cidr {pod}"));
+    }
+    let Some(token) = k.token else { return reject("kubernetes.token", "required for every role") };
+    if let Some(v) = &k.vip {
+        vip(v, &k.endpoint)?;
+    }
+    kubelet_args(&k.kubelet_extra_args)?;
+    let member = member(k.role, k.ca_cert_hashes, k.certificate_key, k.ca, k.vip.clone())?;
+    Ok(Kubernetes {
+        endpoint: k.endpoint,
+        version: k.version,
+        pod_cidr: pod,
+        service_cidr: svc,
+        token,
+        vip: k.vip,
+        discovery_timeout: k.discovery_timeout,
+        kubelet_extra_args: k.kubelet_extra_args,
+        member,
+    })
+}
+
+/// The role with its material, or the first key it lacks.
+fn member(
+    role: Role,
+    ca_cert_hashes: Vec<CaHash>,
+    certificate_key: Option<CertKey>,
+    ca: Option<super::ClusterCa>,
+    vip: Option<super::Vip>,
+) -> Result<Member, Rejection> {
+    let pins = || -> Result<Vec<CaHash>, Rejection> {
+        if ca_cert_hashes.is_empty() {
+            return reject("kubernetes.ca_cert_hashes", "a join needs at least one sha256: CA pin");
+        }
+        Ok(ca_cert_hashes.clone())
+    };
+    let key = || certificate_key.clone().ok_or(());
+    let key_missing = || reject("kubernetes.certificate_key", "required for init and control-plane");
+    Ok(match role {
+        Role::Worker => Member::Worker { ca_cert_hashes: pins()? },
+        Role::ControlPlane => {
+            let ca_cert_hashes = pins()?;
+            let Ok(certificate_key) = key() else { return key_missing() };
+            Member::ControlPlane { ca_cert_hashes, certificate_key }
+        }
+        Role::Init => {
+            let Ok(certificate_key) = key() else { return key_missing() };
+            let Some(ca) = ca else {
+                return reject("kubernetes.ca", "init needs the pre-seeded cluster CA (cert and key)");
+            };
+            let Some(vip) = vip else { return reject("kubernetes.vip", "init needs vip.interface for kube-vip") };
+            cluster_ca(&ca)?;
+            Member::Init { ca, certificate_key, vip }
+        }
+    })
+}
+
+fn vip(v: &super::Vip, endpoint: &Endpoint) -> Result<(), Rejection> {
+    if v.interface.is_empty() || v.interface.len() > 15 || v.interface.contains('/') {
+        return reject("kubernetes.vip.interface", "expected a network interface name such as eth0");
+    }
+    if endpoint.ip().is_none() {
+        return reject(
+            "kubernetes.endpoint",
+            format!("{endpoint} names a host; kube-vip holds an address, so with vip set the endpoint is VIP:port"),
+        );
+    }
+    if v.image.is_empty() || v.image.chars().any(char::is_whitespace) {
+        return reject("kubernetes.vip.image", "expected an image reference such as ghcr.io/kube-vip/kube-vip:v0.8.10");
+    }
+    Ok(())
+}
+
+fn kubelet_args(args: &std::collections::BTreeMap<String, String>) -> Result<(), Rejection> {
+    for (flag, value) in args {
+        let key = format!("kubernetes.kubelet_extra_args.{flag}");
+        let ok = !flag.is_empty()
+            && !flag.starts_with('-')
+            && flag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return reject(&key, "expected a kubelet flag name without dashes in front, e.g. node-labels");
+        }
+        if value.contains('\n') {
+            return reject(&key, "a flag value is one line");
+        }
+    }
+    Ok(())
+}
+
+/// The init node's CA: its key belongs to it and it is a valid CA now.
+fn cluster_ca(ca: &super::ClusterCa) -> Result<(), Rejection> {
+    match crate::pki::key_matches_certificate(&ca.cert.der[0], ca.key.0.expose().as_bytes()) {
+        Ok(true) => {}
+        Ok(false) => return reject("kubernetes.ca.key", "does not belong to kubernetes.ca.cert (value redacted)"),
+        Err(e) => return reject("kubernetes.ca.key", format!("{e:#} (value redacted)")),
+    }
+    if let Err(e) = crate::pki::check_ca(&ca.cert.der[0], now()) {
+        return reject("kubernetes.ca.cert", format!("{e:#}"));
+    }
+    Ok(())
+}
