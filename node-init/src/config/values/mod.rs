@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-use crate::pki;
-use crate::secret::Secret;
-
 /// Implements `Deserialize` through `FromStr` for a type whose error is a
 /// message saying what was expected.
 macro_rules! from_str_deserialize {
@@ -38,6 +35,12 @@ macro_rules! secret_from_str_deserialize {
         }
     };
 }
+
+mod cluster;
+mod proxy;
+
+pub use cluster::{CaHash, CertKey, PemCerts, PemKey, Token};
+pub use proxy::{NoProxyEntry, ProxyUrl};
 
 fn is_dns_name(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
@@ -222,191 +225,6 @@ impl fmt::Display for KubeVersion {
     }
 }
 
-/// A kubeadm bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`. The id is public
-/// (it names the JWS in cluster-info); the secret is not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    pub id: String,
-    pub secret: Secret<String>,
-}
-
-impl Token {
-    pub fn expose(&self) -> String {
-        format!("{}.{}", self.id, self.secret.expose())
-    }
-}
-
-impl FromStr for Token {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let ok = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        match s.split_once('.') {
-            Some((id, secret)) if ok(id, 6) && ok(secret, 16) => {
-                Ok(Self { id: id.into(), secret: Secret::new(secret.into()) })
-            }
-            _ => Err("is not a bootstrap token (value redacted; expected [a-z0-9]{6}.[a-z0-9]{16})".into()),
-        }
-    }
-}
-secret_from_str_deserialize!(Token);
-
-/// A CA pin: `sha256:` and 64 hex digits, kept lower case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaHash(pub String);
-
-impl FromStr for CaHash {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.strip_prefix("sha256:") {
-            Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Ok(Self(format!("sha256:{}", h.to_ascii_lowercase())))
-            }
-            _ => Err(format!("{s:?} is not a CA hash (expected sha256: and 64 hex digits, see `node-init cert-hash`)")),
-        }
-    }
-}
-from_str_deserialize!(CaHash);
-
-/// kubeadm's certificate key: 32 bytes as 64 hex digits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertKey(pub Secret<String>);
-
-impl FromStr for CertKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(Self(Secret::new(s.to_ascii_lowercase())))
-        } else {
-            Err("is not a certificate key (value redacted; expected 64 hex digits)".into())
-        }
-    }
-}
-secret_from_str_deserialize!(CertKey);
-
-/// One or more PEM certificates, each checked to parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PemCerts {
-    pub pem: String,
-    pub der: Vec<Vec<u8>>,
-}
-
-impl FromStr for PemCerts {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let der = pki::pem_certificates(s.as_bytes()).map_err(|e| format!("{e:#}"))?;
-        Ok(Self { pem: s.to_owned(), der })
-    }
-}
-from_str_deserialize!(PemCerts);
-
-/// A PEM private key, checked to be one without keeping any of it in errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PemKey(pub Secret<String>);
-
-impl FromStr for PemKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        pki::check_private_key_pem(s.as_bytes()).map_err(|e| format!("{e:#} (value redacted)"))?;
-        Ok(Self(Secret::new(s.to_owned())))
-    }
-}
-secret_from_str_deserialize!(PemKey);
-
-/// A proxy URL `http://[user:pass@]host:port`. Display hides the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ProxyUrl(url::Url);
-
-impl ProxyUrl {
-    /// The URL with its password, for the files that must hold it.
-    pub fn expose(&self) -> &str {
-        self.0.as_str()
-    }
-
-    pub fn host(&self) -> &str {
-        self.0.host_str().unwrap_or_default()
-    }
-
-    pub fn has_password(&self) -> bool {
-        self.0.password().is_some()
-    }
-
-    /// The port, or the scheme's default.
-    pub fn port(&self) -> u16 {
-        self.0.port_or_known_default().unwrap_or(80)
-    }
-
-    /// `user:password` for a `Proxy-Authorization: Basic` header, decoded
-    /// from the URL's percent-encoding; `None` without a user.
-    pub fn credentials(&self) -> Option<Secret<String>> {
-        if self.0.username().is_empty() {
-            return None;
-        }
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-        let user = decode(self.0.username());
-        let pass = self.0.password().map(decode).unwrap_or_default();
-        Some(Secret::new(format!("{user}:{pass}")))
-    }
-}
-
-impl FromStr for ProxyUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        // The input may hold a password, so it is never quoted back.
-        let bad =
-            |why: &str| format!("is not a proxy URL: {why} (value redacted; expected http://[user:pass@]host:port)");
-        let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(u.scheme(), "http" | "https") {
-            return Err(bad("the scheme must be http or https"));
-        }
-        if u.host_str().is_none_or(str::is_empty) {
-            return Err(bad("no host"));
-        }
-        if !matches!(u.path(), "" | "/") || u.query().is_some() || u.fragment().is_some() {
-            return Err(bad("a proxy URL has no path, query or fragment"));
-        }
-        Ok(Self(u))
-    }
-}
-secret_from_str_deserialize!(ProxyUrl);
-
-impl fmt::Display for ProxyUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            // Setting a password on a URL that already has one cannot fail.
-            let _ = shown.set_password(Some("redacted"));
-        }
-        f.write_str(shown.as_str())
-    }
-}
-
-impl fmt::Debug for ProxyUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ProxyUrl({self})")
-    }
-}
-
-/// A `no_proxy` entry as an operator writes it: a host, a domain suffix
-/// (`.corp`), an IP or a CIDR. Commas and spaces are refused: they would
-/// split the entry when NO_PROXY is joined.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct NoProxyEntry(pub String);
-
-impl FromStr for NoProxyEntry {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let host = t.strip_prefix("*.").or_else(|| t.strip_prefix('.')).unwrap_or(t);
-        let valid =
-            t == "*" || is_dns_name(host) || host.parse::<IpAddr>().is_ok() || host.parse::<ipnet::IpNet>().is_ok();
-        if !valid {
-            return Err(format!("{s:?} is not a no_proxy entry (expected a host, .domain, IP or CIDR)"));
-        }
-        Ok(Self(t.to_owned()))
-    }
-}
-from_str_deserialize!(NoProxyEntry);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,16 +237,6 @@ mod tests {
         for bad in ["10.0.0.1", "api.maas", "10.0.0.1:0", "10.0.0.1:70000", "fd00::1", ":6443"] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn proxy_url_display_hides_the_password() {
-        let u: ProxyUrl = "http://user:s3cret@10.0.0.1:3128".parse().unwrap();
-        assert_eq!(u.to_string(), "http://user:redacted@10.0.0.1:3128/");
-        assert!(!format!("{u:?}").contains("s3cret"));
-        assert!(u.expose().contains("s3cret"));
-        let err = "ftp://user:s3cret@h".parse::<ProxyUrl>().unwrap_err();
-        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
