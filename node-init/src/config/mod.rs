@@ -179,6 +179,9 @@ pub struct KubernetesDoc {
     pub discovery_timeout: Dur,
     #[serde(default)]
     pub kubelet_extra_args: std::collections::BTreeMap<String, String>,
+    pub image_repository: Option<ImageRepository>,
+    #[serde(default)]
+    pub ignore_preflight: Vec<String>,
 }
 
 /// The `kubernetes:` section as the program uses it.
@@ -197,6 +200,13 @@ pub struct Kubernetes {
     pub discovery_timeout: Dur,
     /// Extra kubelet flags (without `--`), e.g. `provider-id`, `node-labels`.
     pub kubelet_extra_args: std::collections::BTreeMap<String, String>,
+    /// The registry every image kubeadm pulls comes from (kubeadm's
+    /// `imageRepository`; containerd's sandbox image too), instead of
+    /// `registry.k8s.io`: a mirror on a proxy-only or air-gapped network.
+    pub image_repository: Option<ImageRepository>,
+    /// Preflight checks `run` does not stop for before kubeadm, by name
+    /// (see [`PREFLIGHT`]), as kubeadm's `--ignore-preflight-errors`.
+    pub ignore_preflight: Vec<String>,
     /// The role, with what it needs.
     pub member: Member,
 }
@@ -260,6 +270,14 @@ pub struct Vip {
     #[serde(default = "default_kube_vip_image")]
     pub image: String,
 }
+
+/// The `verify` checks `run` evaluates before kubeadm: what kubeadm's own
+/// preflight or the cluster depends on. `kubernetes.ignore_preflight` may
+/// name any of them.
+pub const PREFLIGHT: &[&str] = &["swap", "ip_forward", "modules", "cidr_overlap", "vip"];
+
+/// Where kubeadm pulls from unless `kubernetes.image_repository` says.
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "registry.k8s.io";
 
 pub const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v0.8.10";
 

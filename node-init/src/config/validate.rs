@@ -3,7 +3,7 @@
 //! that nothing later has to assume it.
 
 use super::values::*;
-use super::{Config, Kubernetes, KubernetesDoc, Member, Role, default_pod_cidr, default_service_cidr};
+use super::{Config, Kubernetes, KubernetesDoc, Member, PREFLIGHT, Role, default_pod_cidr, default_service_cidr};
 
 /// The offending key and why.
 type Rejection = (String, String);
@@ -77,6 +77,14 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         vip(v, &k.endpoint)?;
     }
     kubelet_args(&k.kubelet_extra_args)?;
+    for (i, name) in k.ignore_preflight.iter().enumerate() {
+        if !PREFLIGHT.contains(&name.as_str()) {
+            return reject(
+                &format!("kubernetes.ignore_preflight[{i}]"),
+                format!("{name:?} is not a preflight check (expected one of {})", PREFLIGHT.join(", ")),
+            );
+        }
+    }
     let member = member(k.role, k.ca_cert_hashes, k.certificate_key, k.ca, k.vip.clone())?;
     Ok(Kubernetes {
         endpoint: k.endpoint,
@@ -87,6 +95,8 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         vip: k.vip,
         discovery_timeout: k.discovery_timeout,
         kubelet_extra_args: k.kubelet_extra_args,
+        image_repository: k.image_repository,
+        ignore_preflight: k.ignore_preflight,
         member,
     })
 }

@@ -225,6 +225,35 @@ impl fmt::Display for KubeVersion {
     }
 }
 
+/// A registry path such as `registry.k8s.io` or `mirror.corp:5000/k8s`:
+/// a host (with an optional port) and path segments, no scheme, no tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRepository(pub String);
+
+impl FromStr for ImageRepository {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an image repository (expected e.g. registry.k8s.io or mirror.corp:5000/k8s)");
+        let s = s.trim_end_matches('/');
+        let (host, path) = s.split_once('/').unwrap_or((s, ""));
+        let (name, port) = host.split_once(':').unwrap_or((host, "80"));
+        let path_ok = path.split('/').filter(|p| !p.is_empty()).all(|p| {
+            p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        });
+        if s.contains("://") || !is_dns_name(name) || port.parse::<u16>().is_err() || !path_ok {
+            return Err(bad());
+        }
+        Ok(Self(s.to_ascii_lowercase()))
+    }
+}
+from_str_deserialize!(ImageRepository);
+
+impl fmt::Display for ImageRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +274,15 @@ mod tests {
         assert!("1.31".parse::<KubeVersion>().is_err());
         assert_eq!("5m".parse::<Dur>().unwrap().0, Duration::from_secs(300));
         assert!("0s".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn image_repositories() {
+        assert_eq!("mirror.corp:5000/k8s/".parse::<ImageRepository>().unwrap().0, "mirror.corp:5000/k8s");
+        assert!("registry.k8s.io".parse::<ImageRepository>().is_ok());
+        for bad in ["https://registry.k8s.io", "mirror corp", "mirror:port/x", "m/UPPER"] {
+            assert!(bad.parse::<ImageRepository>().is_err(), "{bad}");
+        }
     }
 
     #[test]

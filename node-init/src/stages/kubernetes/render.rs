@@ -94,6 +94,9 @@ pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, node_name: Opt
          networking:\n  podSubnet: {}\n  serviceSubnet: {}\n",
         k.endpoint, k.pod_cidr, k.service_cidr
     );
+    if let Some(repo) = &k.image_repository {
+        let _ = writeln!(out, "imageRepository: {repo}");
+    }
     if !v1beta4(v) {
         let _ = writeln!(out, "apiServer:\n  timeoutForControlPlane: {}", go_duration(CONTROL_PLANE_TIMEOUT));
     }
