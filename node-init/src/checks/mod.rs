@@ -108,8 +108,19 @@ pub struct Report {
 
 /// Runs every check concurrently; each gets what is left of `deadline`.
 pub async fn run_all(i: &Inputs<'_>, deadline: Duration) -> Vec<Report> {
+    run_these(TABLE, i, deadline).await
+}
+
+/// Runs the named checks concurrently, in table order; a name that is no
+/// check is left out.
+pub async fn run_named(names: &[&str], i: &Inputs<'_>, deadline: Duration) -> Vec<Report> {
+    let chosen: Vec<&dyn Check> = TABLE.iter().copied().filter(|c| names.contains(&c.name())).collect();
+    run_these(&chosen, i, deadline).await
+}
+
+async fn run_these(checks: &[&dyn Check], i: &Inputs<'_>, deadline: Duration) -> Vec<Report> {
     let end = tokio::time::Instant::now() + deadline;
-    let runs = TABLE.iter().map(|c| async move {
+    let runs = checks.iter().map(|c| async move {
         let started = Instant::now();
         let found = match tokio::time::timeout_at(end, c.run(i)).await {
             Ok(Ok(found)) => found,
@@ -176,6 +187,13 @@ mod tests {
         }
         assert!(find(&all, "swap").2.contains("/proc/swaps does not exist"), "{:?}", find(&all, "swap"));
         assert!(find(&all, "dns_forward").2.contains("FQDN is unknown"), "{:?}", find(&all, "dns_forward"));
+    }
+
+    #[test]
+    fn every_preflight_name_is_a_check() {
+        for name in crate::config::PREFLIGHT {
+            assert!(TABLE.iter().any(|c| c.name() == *name), "{name} is in config::PREFLIGHT but no check");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! stage's facts.
 
 pub mod discovery;
+pub mod preflight;
 pub mod render;
 
 use std::net::SocketAddr;
@@ -81,7 +82,10 @@ impl Stage for KubernetesStage {
             Some(v) => v,
             None => kubeadm_version(cx).await?,
         };
+        let passed = preflight::gate(cx, k).await?;
+        tracing::info!("{passed}");
         let mut details = Details::new();
+        details.insert("preflight".into(), passed.into());
         details.insert("role".into(), k.role().as_str().into());
         details.insert("kubernetes_version".into(), version.to_string().into());
         details.insert("kubeadm_api".into(), render::api_version(version).into());

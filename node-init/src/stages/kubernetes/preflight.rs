@@ -1,0 +1,86 @@
+//! The gate before kubeadm: the `verify` checks kubeadm and the cluster
+//! depend on ([`crate::config::PREFLIGHT`]: swap off, forwarding, the
+//! modules, CIDRs clear of the machine network, the VIP free before init or
+//! serving before a join). kubeadm would find the first of these only after
+//! minutes, and say less; here every failing one is named at once, with
+//! its reason. `kubernetes.ignore_preflight` overrules named checks, as
+//! kubeadm's `--ignore-preflight-errors` does. Under `--root` there is no
+//! live node to look at, so the gate is not run.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::checks::{self, Inputs, Report, Status};
+use crate::config::{Kubernetes, PREFLIGHT};
+use crate::stages::Context;
+
+/// The checks' shared deadline; the VIP's ARP question is the slowest.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the gate; the line it passed with, or the error naming every
+/// failing check.
+pub async fn gate(cx: &Context<'_>, k: &Kubernetes) -> Result<String> {
+    if !cx.root.is_host() {
+        return Ok("preflight left for the booted node (--root)".into());
+    }
+    let inputs = Inputs::new(cx.root, cx.config, cx.node, DEADLINE);
+    let reports = checks::run_named(PREFLIGHT, &inputs, DEADLINE).await;
+    verdict(&reports, &k.ignore_preflight)
+}
+
+/// Every check that failed or could not run and is not ignored stops the
+/// stage; ignored ones are logged.
+pub fn verdict(reports: &[Report], ignore: &[String]) -> Result<String> {
+    let bad = |r: &&Report| matches!(r.status, Status::Fail | Status::Error);
+    let (ignored, failing): (Vec<&Report>, Vec<&Report>) =
+        reports.iter().filter(bad).partition(|r| ignore.iter().any(|i| i == r.name));
+    for r in &ignored {
+        tracing::warn!(check = r.name, reason = %r.reason, "preflight check ignored (kubernetes.ignore_preflight)");
+    }
+    if !failing.is_empty() {
+        let each: Vec<String> = failing.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect();
+        let names: Vec<&str> = failing.iter().map(|r| r.name).collect();
+        bail!(
+            "preflight before kubeadm failed: {}; fix these, or list them in kubernetes.ignore_preflight \
+             ([{}]) to go on anyway",
+            each.join("; "),
+            names.join(", ")
+        );
+    }
+    let passed = reports.iter().filter(|r| r.status == Status::Pass).count();
+    Ok(format!("preflight: {passed} passed, {} ignored", ignored.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(name: &'static str, status: Status, reason: &str) -> Report {
+        Report { name, status, reason: reason.into(), duration_ms: 0 }
+    }
+
+    #[test]
+    fn every_failing_check_is_named_with_its_reason() {
+        let reports = [
+            report("swap", Status::Fail, "swap is on (/swap.img): kubelet refuses to start"),
+            report("ip_forward", Status::Fail, "net.ipv4.ip_forward = 0 (kubeadm needs 1)"),
+            report("modules", Status::Error, "could not run: /sys/module does not exist"),
+            report("cidr_overlap", Status::Pass, "clear"),
+        ];
+        let err = verdict(&reports, &[]).unwrap_err().to_string();
+        assert!(err.contains("swap: swap is on (/swap.img)"), "{err}");
+        assert!(err.contains("ip_forward: net.ipv4.ip_forward = 0"), "{err}");
+        assert!(err.contains("modules: could not run"), "{err}");
+        assert!(err.contains("[swap, ip_forward, modules]"), "{err}");
+        assert!(!err.contains("cidr_overlap"), "{err}");
+    }
+
+    #[test]
+    fn ignored_checks_do_not_stop_the_stage() {
+        let reports = [report("swap", Status::Fail, "swap is on"), report("vip", Status::Pass, "free")];
+        let line = verdict(&reports, &["swap".into()]).unwrap();
+        assert_eq!(line, "preflight: 1 passed, 1 ignored");
+        assert!(verdict(&reports, &["vip".into()]).is_err(), "ignoring another check does not hide swap");
+    }
+}
