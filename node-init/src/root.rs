@@ -120,6 +120,37 @@ impl Root {
         write_atomic(&self.path(abs), content, mode)
     }
 
+    /// Makes `abs` a symbolic link to `target` (a path as seen inside the
+    /// root, such as `/dev/null` for a masked unit), atomically: a link
+    /// beside it, renamed over it. The link itself is never followed, and a
+    /// file that is not a link is left alone with an error.
+    pub fn symlink(&self, abs: impl AsRef<Path>, target: &str) -> Result<Change> {
+        let abs = abs.as_ref();
+        let (Some(dir), Some(name)) = (abs.parent(), abs.file_name()) else {
+            bail!("{} cannot be a link", abs.display());
+        };
+        let dir = self.path(dir);
+        let link = dir.join(name);
+        let existed = match fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if fs::read_link(&link).is_ok_and(|t| t == Path::new(target)) {
+                    return Ok(Change::Unchanged);
+                }
+                true
+            }
+            Ok(_) => bail!("{} exists and is not a symbolic link", link.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", link.display())),
+        };
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = temp_path(&link);
+        remove_stale(&tmp)?;
+        std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        fs::rename(&tmp, &link).with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))?;
+        sync_parent(&link)?;
+        Ok(if existed { Change::Updated } else { Change::Created })
+    }
+
     /// Removes `abs` if it exists, syncing its directory.
     pub fn remove(&self, abs: impl AsRef<Path>) -> Result<Change> {
         let p = self.path(abs);
@@ -236,6 +267,19 @@ mod tests {
         assert_eq!(write_atomic(&p, b"x", 0o644).unwrap(), Change::Updated);
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
         assert!(!temp_path(&p).exists());
+    }
+
+    #[test]
+    fn a_link_is_made_once_and_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let unit = "/etc/systemd/system/swap.img.swap";
+        assert_eq!(root.symlink(unit, "/dev/null").unwrap(), Change::Created);
+        assert_eq!(root.symlink(unit, "/dev/null").unwrap(), Change::Unchanged);
+        assert_eq!(fs::read_link(t.path().join(&unit[1..])).unwrap(), Path::new("/dev/null"));
+        root.write("/etc/systemd/system/mine.swap", b"[Swap]\n", 0o644).unwrap();
+        let err = root.symlink("/etc/systemd/system/mine.swap", "/dev/null").unwrap_err().to_string();
+        assert!(err.contains("is not a symbolic link"), "{err}");
     }
 
     #[test]

@@ -151,6 +151,28 @@ impl<'a> Context<'a> {
         Ok(change)
     }
 
+    /// Makes `path` a symbolic link to `target` (or, in a dry run, says it
+    /// would): how a unit is masked without asking a running systemd.
+    pub fn symlink(&self, path: &str, target: &str) -> Result<Change> {
+        if !self.dry_run {
+            let change = self.root.symlink(path, target)?;
+            if change != Change::Unchanged {
+                tracing::info!(path, target, "linked");
+            }
+            return Ok(change);
+        }
+        let link = std::path::Path::new(path);
+        let here = match (link.parent(), link.file_name()) {
+            (Some(dir), Some(name)) => self.root.path(dir).join(name),
+            _ => self.root.path(path),
+        };
+        if std::fs::read_link(&here).is_ok_and(|t| t == std::path::Path::new(target)) {
+            return Ok(Change::Unchanged);
+        }
+        self.note(format!("would link {path} -> {target}"));
+        Ok(if std::fs::symlink_metadata(&here).is_ok() { Change::Updated } else { Change::Created })
+    }
+
     /// Removes a file (or, in a dry run, says it would).
     pub fn remove(&self, path: &str) -> Result<Change> {
         if !self.dry_run {

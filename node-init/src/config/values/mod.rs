@@ -233,13 +233,15 @@ pub struct ImageRepository(pub String);
 impl FromStr for ImageRepository {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an image repository (expected e.g. registry.k8s.io or mirror.corp:5000/k8s)");
+        let bad =
+            || format!("{s:?} is not an image repository (expected e.g. registry.k8s.io or mirror.corp:5000/k8s)");
         let s = s.trim_end_matches('/');
         let (host, path) = s.split_once('/').unwrap_or((s, ""));
         let (name, port) = host.split_once(':').unwrap_or((host, "80"));
-        let path_ok = path.split('/').filter(|p| !p.is_empty()).all(|p| {
-            p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        });
+        let path_ok = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .all(|p| p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)));
         if s.contains("://") || !is_dns_name(name) || port.parse::<u16>().is_err() || !path_ok {
             return Err(bad());
         }

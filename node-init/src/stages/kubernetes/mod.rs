@@ -110,7 +110,7 @@ impl Stage for KubernetesStage {
 
 /// The version kubeadm was built for, when the config names none: init
 /// must not let kubeadm look up "stable" on the internet.
-async fn kubeadm_version(cx: &Context<'_>) -> Result<KubeVersion> {
+pub(crate) async fn kubeadm_version(cx: &Context<'_>) -> Result<KubeVersion> {
     let cmd = Cmd::new(["kubeadm", "version", "-o", "short"], VERSION_TIMEOUT);
     let out = cx
         .runner
