@@ -28,11 +28,14 @@ fn command(root: &FakeRoot, cfg: &tempfile::TempDir) -> Command {
 }
 
 /// Every file as text; state.json and the done marker hold times that
-/// differ run to run, so only their presence counts (state is compared by
-/// stage status below).
+/// differ run to run, and the fingerprint key is the node's own random
+/// bytes, so only their presence counts (state is compared by stage status
+/// below, the key by its length).
 fn files(root: &FakeRoot) -> BTreeMap<PathBuf, String> {
     let mut s = root.snapshot();
-    for timed in ["var/lib/node-init/state.json", "var/lib/node-init/done"] {
+    let key = s.get(&PathBuf::from("var/lib/node-init/fingerprint.key")).map(Vec::len);
+    assert_eq!(key, Some(32), "the fingerprint key is missing or torn");
+    for timed in ["var/lib/node-init/state.json", "var/lib/node-init/done", "var/lib/node-init/fingerprint.key"] {
         if let Some(v) = s.get_mut(&PathBuf::from(timed)) {
             v.clear();
         }
@@ -41,9 +44,7 @@ fn files(root: &FakeRoot) -> BTreeMap<PathBuf, String> {
 }
 
 fn stage_statuses(root: &FakeRoot) -> Vec<(String, String)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&root.read("var/lib/node-init/state.json")).expect("state.json parses");
-    v["stages"]
+    state(root.path())["stages"]
         .as_object()
         .unwrap()
         .iter()

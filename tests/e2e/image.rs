@@ -2,151 +2,12 @@
 //! writes: every entry type kept as it was, identity reset, the same bytes
 //! twice, and bad inputs leaving nothing behind.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use node_init_tests::text;
-
-fn node_image(args: &[&str]) -> Output {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/node-image");
-    Command::new(bin).args(args).env_clear().env("PATH", "/usr/bin:/bin").output().expect("node-image")
-}
-
-fn overlays() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays").display().to_string()
-}
-
-/// A minimal static x86-64 ELF: the header and one PT_LOAD, no interpreter.
-fn static_elf(path: &Path) {
-    let mut b = b"\x7fELF\x02\x01\x01\0".to_vec();
-    b.extend([0u8; 8]);
-    b.extend(2u16.to_le_bytes()); // ET_EXEC
-    b.extend(62u16.to_le_bytes()); // x86-64
-    b.extend(1u32.to_le_bytes());
-    b.extend(0x400078u64.to_le_bytes()); // entry
-    b.extend(64u64.to_le_bytes()); // phoff
-    b.extend(0u64.to_le_bytes());
-    b.extend(0u32.to_le_bytes());
-    for v in [64u16, 56, 1, 0, 0, 0] {
-        b.extend(v.to_le_bytes());
-    }
-    b.extend(1u32.to_le_bytes()); // PT_LOAD
-    b.extend(5u32.to_le_bytes());
-    for v in [0u64, 0x400000, 0x400000, 122, 122, 0x1000] {
-        b.extend(v.to_le_bytes());
-    }
-    b.extend([0xeb, 0xfe]);
-    std::fs::write(path, b).unwrap();
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-}
-
-struct World {
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    /// A tree with every entry type and the identity files, tarred by GNU
-    /// tar with xattrs and numeric owners.
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("tree");
-        for d in
-            ["etc/ssh", "etc/systemd/system", "usr/local/sbin", "var/lib/cloud/instances/i-1", "var/lib/systemd", "dev"]
-        {
-            std::fs::create_dir_all(t.join(d)).unwrap();
-        }
-        std::fs::write(t.join("etc/hostname"), "image\n").unwrap();
-        std::fs::write(t.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
-        std::fs::write(t.join("etc/ssh/ssh_host_ed25519_key"), "secret\n").unwrap();
-        std::fs::write(t.join("etc/ssh/sshd_config"), "Port 22\n").unwrap();
-        std::fs::write(t.join("var/lib/cloud/instances/i-1/user-data.txt"), "old\n").unwrap();
-        std::os::unix::fs::symlink("/var/lib/cloud/instances/i-1", t.join("var/lib/cloud/instance")).unwrap();
-        std::fs::write(t.join("var/lib/systemd/random-seed"), "seed").unwrap();
-        std::fs::write(t.join("usr/local/sbin/node-init"), "old binary").unwrap();
-        std::fs::write(t.join("usr/local/sbin/su"), "setuid").unwrap();
-        std::fs::set_permissions(t.join("usr/local/sbin/su"), std::fs::Permissions::from_mode(0o4755)).unwrap();
-        std::fs::hard_link(t.join("etc/hostname"), t.join("etc/hostname.hard")).unwrap();
-        std::os::unix::fs::symlink("hostname", t.join("etc/hostname.link")).unwrap();
-        sh(&["mkfifo", &t.join("dev/fifo").display().to_string()]);
-        sh(&["mknod", &t.join("dev/null0").display().to_string(), "c", "1", "3"]);
-        sh(&["chown", "1234:5678", &t.join("etc/ssh/sshd_config").display().to_string()]);
-        sh(&["touch", "-h", "-d", "@1700000000", &t.join("etc/hostname").display().to_string()]);
-        xattr::set(t.join("usr/local/sbin/su"), "user.node-image-test", b"kept").unwrap();
-        let base = dir.path().join("base.tar");
-        sh(&[
-            "tar",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-cpf",
-            &base.display().to_string(),
-            "-C",
-            &t.display().to_string(),
-            ".",
-        ]);
-        static_elf(&dir.path().join("node-init"));
-        Self { dir }
-    }
-
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn build(&self, base: &str, binary: &str, out: &str, epoch: &str) -> Output {
-        let mut args = self.build_args(base, binary, out);
-        args.extend(["--source-date-epoch".to_owned(), epoch.to_owned()]);
-        node_image(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    fn build_args(&self, base: &str, binary: &str, out: &str) -> Vec<String> {
-        [
-            "build",
-            "--base",
-            &self.p(base).display().to_string(),
-            "--binary",
-            &self.p(binary).display().to_string(),
-            "--overlays",
-            &overlays(),
-            "--out",
-            &self.p(out).display().to_string(),
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect()
-    }
-
-    /// `tar --list --verbose --numeric-owner`, one line per path.
-    fn listing(&self, archive: &str) -> std::collections::BTreeMap<String, String> {
-        let out = Command::new("tar")
-            .args(["--list", "--verbose", "--numeric-owner", "--full-time", "-f"])
-            .arg(self.p(archive))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout)
-            .lines()
-            .map(|l| {
-                let path =
-                    l.split_whitespace().nth(5).unwrap().trim_start_matches("./").trim_end_matches('/').to_owned();
-                // Whole seconds: the image drops sub-second mtimes,
-                let time = l.split_whitespace().nth(4).unwrap();
-                // and writes paths without a leading "./".
-                let line = l.split_whitespace().collect::<Vec<_>>().join(" ");
-                let line = line.replacen(time, time.split('.').next().unwrap(), 1).replace(" ./", " ");
-                (path, line)
-            })
-            .collect()
-    }
-}
+use node_init_tests::tarbase::TarBase;
+use node_init_tests::{node_image, text};
 
 #[test]
 fn every_entry_type_is_kept_identity_is_reset_and_builds_are_identical() {
-    let w = World::new();
+    let w = TarBase::new();
     let epoch = "1800000000";
     for out in ["a.tgz", "b.tgz"] {
         let o = w.build("base.tar", "node-init", out, epoch);
@@ -216,7 +77,7 @@ fn every_entry_type_is_kept_identity_is_reset_and_builds_are_identical() {
 
 #[test]
 fn mtimes_are_clamped_to_source_date_epoch() {
-    let w = World::new();
+    let w = TarBase::new();
     let o = w.build("base.tar", "node-init", "c.tgz", "1700000000");
     assert!(o.status.success(), "{}", text(&o.stderr));
     let after = w.listing("c.tgz");
@@ -228,7 +89,7 @@ fn mtimes_are_clamped_to_source_date_epoch() {
 
 #[test]
 fn bad_inputs_fail_clearly_and_leave_no_output() {
-    let w = World::new();
+    let w = TarBase::new();
     std::fs::write(w.p("junk.tar"), vec![b'x'; 4096]).unwrap();
     let tgz = std::fs::read(w.p("base.tar")).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -256,9 +117,9 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
 
 #[test]
 fn without_source_date_epoch_the_base_newest_mtime_is_used() {
-    let w = World::new();
+    let w = TarBase::new();
     let args = w.build_args("base.tar", "node-init", "d.tgz");
-    let o = node_image(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = node_image(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut newest = 0;
     for e in tar::Archive::new(std::fs::File::open(w.p("base.tar")).unwrap()).entries().unwrap() {

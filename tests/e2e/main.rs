@@ -1,16 +1,30 @@
-//! End-to-end tests: the real `node-init` binary against real stand-ins.
-//! One entry point; shared helpers live in the crate's `src/lib.rs`.
+//! End-to-end tests: the real `node-init` and `node-image` binaries against
+//! real stand-ins. One entry point; every stand-in and world these files
+//! use lives in the crate's `src/`, and no file here imports another.
 
+// The VM tier: the built image boots under QEMU and does the first boot.
 mod boot;
+// `node-init cert-hash` against openssl's SPKI digest.
 mod cert_hash;
+// Every rejected config document: exit 2, the key named, nothing written.
 mod config_rejections;
+// SIGKILL at any moment, then a rerun converges.
 mod crash;
+// `node-image build` against bases GNU tar made.
 mod image;
+// The kubernetes stage with the kubeadm double in the real rootfs.
 mod kubernetes;
-pub(crate) mod patch;
+// The patch stage with real apt in the real rootfs.
+mod patch;
+// The proxy CA in the real rootfs's trust store, as its curl sees it.
 mod rootfs;
+// `node-image upload` against the MAAS API stand-in.
 mod upload;
+// Config intake from cloud-init user data in its three encodings.
 mod user_data;
+// `node-init verify` on this machine's resources.
 mod verify;
+// `node-init verify` in a namespace: DNS, CIDRs, the VIP, egress.
 mod verify_net;
+// The built image checked with its own systemd.
 mod vm;

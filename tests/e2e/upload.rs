@@ -4,25 +4,15 @@
 //! a second run that resumes, and refusals that say what was wrong.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use node_init_tests::kube::ClusterCa;
 use node_init_tests::maas::{Fault, Maas, Put};
 use node_init_tests::net::Background;
+use node_init_tests::node_image;
 
 const KEY: &str = "Xq7consumerKey2k9A:Tk3tokenKey8fHq2W:S3cr3tTokenSecretWithSomeLength9";
 const MIB: usize = 1 << 20;
-
-fn node_image(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/node-image");
-    Command::new(bin)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .envs(env.iter().copied())
-        .output()
-        .expect("node-image")
-}
 
 /// 5.5 MiB of bytes that differ from chunk to chunk, so a chunk sent at
 /// the wrong offset changes the sha256.

@@ -39,17 +39,17 @@ fn assert_applied(root: &FakeRoot) {
 }
 
 #[test]
-fn plain_cloud_config() {
+fn plain_cloud_config_is_applied() {
     assert_applied(&run_with_user_data(CLOUD_CONFIG.as_bytes()));
 }
 
 #[test]
-fn gzipped_cloud_config() {
+fn gzipped_cloud_config_is_applied() {
     assert_applied(&run_with_user_data(&gzip(CLOUD_CONFIG.as_bytes())));
 }
 
 #[test]
-fn mime_multipart_cloud_config() {
+fn mime_multipart_cloud_config_is_applied() {
     assert_applied(&run_with_user_data(mime(CLOUD_CONFIG).as_bytes()));
 }
 

@@ -1,8 +1,7 @@
 //! `node-init verify`: JSON shape, exit codes, and checks that flip with
 //! the config, on this machine's CPUs, memory and disk.
 
-use node_init_tests::dns::TestDns;
-use node_init_tests::net::Netns;
+use node_init_tests::preflight::{Preflight, check};
 use node_init_tests::*;
 
 const JOIN: &str = "kubernetes:\n  role: worker\n  endpoint: 10.0.0.1:6443\n  token: abcdef.0123456789abcdef\n  ca_cert_hashes: [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]\n";
@@ -10,19 +9,7 @@ const JOIN: &str = "kubernetes:\n  role: worker\n  endpoint: 10.0.0.1:6443\n  to
 /// Runs verify in a namespace of its own whose resolv.conf names a DNS
 /// stand-in on the host side, so no question leaves the test's network.
 fn verify(config: &str) -> (Option<i32>, serde_json::Value) {
-    let ns = Netns::new();
-    let _dns = TestDns::start_on(std::net::SocketAddr::new(ns.host_ip.into(), 53));
-    std::fs::write(ns.etc().join("resolv.conf"), format!("nameserver {}\n", ns.host_ip)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, config).unwrap();
-    let out = ns.node_init(&["verify", "--config", cfg.to_str().unwrap(), "--output", "json"]);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
-    (out.status.code(), v)
-}
-
-fn check<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    v["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} in {v}"))
+    Preflight::new().verify(config, &[])
 }
 
 #[test]

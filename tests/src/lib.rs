@@ -1,14 +1,47 @@
-//! Shared helpers for the end-to-end tests: the real binary, temp roots,
-//! snapshots of a root's files, and freshly minted certificates.
+//! Stand-ins and worlds for the end-to-end tests in `e2e/`, which hold
+//! tests only. This file has what every tier uses: the real binaries, a
+//! command that must succeed, temp roots and snapshots of their files, and
+//! freshly minted certificates; each module below is one stand-in or one
+//! world.
 
+// Debian packaging: the test package, a flat repository, dpkg in a root.
+pub mod apt;
+// bind9 serving the `maas` zone, as MAAS runs it, for the VM tier.
+pub mod bind9;
+// A cluster's material as its operator makes it: secrets, user data.
+pub mod cluster;
+// An in-process DNS server (hickory) with a scripted zone.
 pub mod dns;
+// The VM tier's world: stand-ins, the guest's network, its disk.
+pub mod first_boot;
+// The kube-apiserver stand-in serving signed cluster-info, and its CA.
 pub mod kube;
+// The recording kubeadm double, and a root that carries it.
+pub mod kubeadm;
+// The MAAS region API stand-in for `node-image upload`.
 pub mod maas;
+// Namespaces, CONNECT and intercepting proxies, TLS and file servers.
 pub mod net;
+// `node-init verify` in a namespace with its own DNS, and its report.
+pub mod preflight;
+// The cached mmdebstrap roots and commands run inside them.
+pub mod rootfs;
+// Base roots tarred by GNU tar, for `node-image build`.
+pub mod tarbase;
+// The built image, and QEMU booting a disk made from it.
+pub mod vm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The PATH every command the tests start gets, in a clean environment.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The workspace's root, where `target/`, `overlays/` and `scripts/` are.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
 
 /// The `node-init` binary under test: `NODE_INIT_BIN`, else the workspace's
 /// debug build (`cargo build --workspace` builds it; `just test` does).
@@ -16,7 +49,11 @@ pub fn bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NODE_INIT_BIN") {
         return PathBuf::from(p);
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/node-init");
+    debug_build("node-init")
+}
+
+fn debug_build(name: &str) -> PathBuf {
+    let p = workspace().join("target/debug").join(name);
     assert!(p.exists(), "{} is missing: run `cargo build --workspace --locked` first", p.display());
     p
 }
@@ -26,10 +63,34 @@ pub fn node_init(args: &[&str]) -> Output {
     Command::new(bin())
         .args(args)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PATH", PATH)
         .env("NODE_INIT_LOG", "info")
         .output()
         .expect("starting node-init")
+}
+
+/// Runs the debug `node-image ARGS` with a clean environment plus `env`.
+pub fn node_image(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(debug_build("node-image"))
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().copied())
+        .output()
+        .expect("node-image")
+}
+
+/// Runs `cmd` to its end, whatever its exit; a command that cannot start
+/// is named in the panic.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// The stdout of `cmd`, which must succeed; otherwise its argv and output.
+pub fn run(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(out.status.success(), "{cmd:?}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
 }
 
 /// Lower-case hex, as sha256sum and kubeadm's pins print digests.
@@ -51,7 +112,7 @@ impl FakeRoot {
         let r = Self { dir: tempfile::tempdir().expect("temp dir") };
         r.write("etc/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n");
         r.write("etc/environment", "LANG=C.UTF-8\n");
-        r.write("proc/sys/kernel/random/boot_id", "11111111-2222-3333-4444-555555555555\n");
+        set_boot_id(r.path(), "11111111-2222-3333-4444-555555555555");
         r
     }
 
@@ -82,6 +143,27 @@ impl Default for FakeRoot {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Makes `id` the boot id node-init reads under `root`: a new value is a
+/// reboot as far as node-init can tell.
+pub fn set_boot_id(root: &Path, id: &str) {
+    let p = root.join("proc/sys/kernel/random/boot_id");
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, format!("{id}\n")).expect("writing the boot id");
+}
+
+/// A file's permission bits (setuid and sticky included).
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o7777
+}
+
+/// node-init's state file under `root`, parsed.
+pub fn state(root: &Path) -> serde_json::Value {
+    let p = root.join("var/lib/node-init/state.json");
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).expect("state.json parses")
 }
 
 /// Every regular file below `dir` (relative path -> bytes). Directories
