@@ -32,6 +32,10 @@ pub struct Node {
     pub system_servers: Vec<SocketAddr>,
     /// The MAAS server's host, from cloud-init's MAAS datasource.
     pub maas_server: Option<String>,
+    /// MAAS's system id (the datasource's `instance-id`) and the machine's
+    /// availability zone where cloud-init knows it: the provider-id.
+    pub system_id: Option<String>,
+    pub zone: Option<String>,
     /// This boot's id (`unknown` in an unbooted image).
     pub boot_id: String,
 }
@@ -45,6 +49,8 @@ impl Default for Node {
             maas_servers: Vec::new(),
             system_servers: Vec::new(),
             maas_server: None,
+            system_id: None,
+            zone: None,
             boot_id: "unknown".into(),
         }
     }
@@ -60,7 +66,11 @@ impl Node {
         } else {
             config.dns.nameservers.iter().map(|n| n.0).collect()
         };
+        let instance = instance_data(root)?;
+        let named = |p: &str| instance.as_ref().and_then(|v| named(v, p));
         Ok(Self {
+            system_id: named("/ds/meta_data/instance-id"),
+            zone: named("/v1/availability_zone"),
             fqdn: fqdn(root, config).map_err(|e| format!("{e:#}")),
             addresses,
             maas_servers,
@@ -110,11 +120,21 @@ fn qualify(host: &str, config: &Config) -> String {
 /// standardized `v1.local_hostname`, which cloud-init shortens to the first
 /// label.
 fn local_hostname(root: &Root) -> Result<Option<String>> {
+    let Some(v) = instance_data(root)? else { return Ok(None) };
+    Ok(named(&v, "/ds/meta_data/local-hostname").or_else(|| named(&v, "/v1/local_hostname")))
+}
+
+/// cloud-init's instance data, when cloud-init has run.
+fn instance_data(root: &Root) -> Result<Option<serde_json::Value>> {
     let Some(text) = root.read_string_opt(INSTANCE_DATA_PATH)? else { return Ok(None) };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", root.path(INSTANCE_DATA_PATH).display()))?;
-    let named = |p: &str| v.pointer(p).and_then(|h| h.as_str()).map(str::trim).filter(|h| !h.is_empty());
-    Ok(named("/ds/meta_data/local-hostname").or_else(|| named("/v1/local_hostname")).map(str::to_owned))
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("parsing {}", root.path(INSTANCE_DATA_PATH).display()))
+}
+
+/// A non-empty string at `pointer`.
+fn named(v: &serde_json::Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer).and_then(|h| h.as_str()).map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -43,9 +43,13 @@ impl Check for Vip {
             return Ok(fail(format!("VIP {vip} is in no local subnet ({})", nets.join(", "))));
         };
         let place = format!("{} on {}", home.net.trunc(), home.interface);
-        if let Some(v) = k.vip.as_ref().filter(|v| v.interface != home.interface) {
-            return Ok(fail(format!("VIP {vip} is in {place}, but kubernetes.vip.interface is {}", v.interface)));
+        let set = k.vip.as_ref().and_then(|v| v.interface.as_deref());
+        if let Some(i) = set.filter(|i| *i != home.interface) {
+            return Ok(fail(format!("VIP {vip} is in {place}, but kubernetes.vip.interface is {i}")));
         }
+        // What `run` derives when the config names no interface.
+        let place =
+            if set.is_none() && k.vip.is_some() { format!("{place}, kube-vip's interface derived") } else { place };
         if k.role() == Role::Init {
             let wait = ARP_WAIT.min(f.query_timeout);
             let owner = arp_owner(f, vip, wait).await.with_context(|| format!("asking ARP for {vip}"))?;

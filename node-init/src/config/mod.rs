@@ -182,6 +182,7 @@ pub struct KubernetesDoc {
     pub image_repository: Option<ImageRepository>,
     #[serde(default)]
     pub ignore_preflight: Vec<String>,
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 /// The `kubernetes:` section as the program uses it.
@@ -207,6 +208,10 @@ pub struct Kubernetes {
     /// Preflight checks `run` does not stop for before kubeadm, by name
     /// (see [`PREFLIGHT`]), as kubeadm's `--ignore-preflight-errors`.
     pub ignore_preflight: Vec<String>,
+    /// The API server's address on a control-plane node; default: this
+    /// node's address in the VIP's subnet (else kubeadm's choice, the
+    /// default route's).
+    pub advertise_address: Option<std::net::IpAddr>,
     /// The role, with what it needs.
     pub member: Member,
 }
@@ -265,10 +270,18 @@ pub struct ClusterCa {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vip {
-    pub interface: String,
+    /// Where kube-vip announces the VIP; default: this node's interface in
+    /// the VIP's subnet.
+    pub interface: Option<String>,
     /// The kube-vip image; a mirror's copy on an air-gapped network.
     #[serde(default = "default_kube_vip_image")]
     pub image: String,
+}
+
+impl Default for Vip {
+    fn default() -> Self {
+        Self { interface: None, image: default_kube_vip_image() }
+    }
 }
 
 /// The `verify` checks `run` evaluates before kubeadm: what kubeadm's own

@@ -73,8 +73,8 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         return reject("kubernetes.service_cidr", format!("{svc} overlaps kubernetes.pod_cidr {pod}"));
     }
     let Some(token) = k.token else { return reject("kubernetes.token", "required for every role") };
-    if let Some(v) = &k.vip {
-        vip(v, &k.endpoint)?;
+    if k.vip.is_some() || k.role == Role::Init {
+        vip(&k.vip.clone().unwrap_or_default(), &k.endpoint)?;
     }
     kubelet_args(&k.kubelet_extra_args)?;
     for (i, name) in k.ignore_preflight.iter().enumerate() {
@@ -86,17 +86,22 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         }
     }
     let member = member(k.role, k.ca_cert_hashes, k.certificate_key, k.ca, k.vip.clone())?;
+    let vip = match &member {
+        Member::Init { vip, .. } => Some(vip.clone()),
+        _ => k.vip,
+    };
     Ok(Kubernetes {
         endpoint: k.endpoint,
         version: k.version,
         pod_cidr: pod,
         service_cidr: svc,
         token,
-        vip: k.vip,
+        vip,
         discovery_timeout: k.discovery_timeout,
         kubelet_extra_args: k.kubelet_extra_args,
         image_repository: k.image_repository,
         ignore_preflight: k.ignore_preflight,
+        advertise_address: k.advertise_address,
         member,
     })
 }
@@ -129,7 +134,9 @@ fn member(
             let Some(ca) = ca else {
                 return reject("kubernetes.ca", "init needs the pre-seeded cluster CA (cert and key)");
             };
-            let Some(vip) = vip else { return reject("kubernetes.vip", "init needs vip.interface for kube-vip") };
+            // kube-vip holds the VIP from the first node on; its interface
+            // is derived from the node unless `vip.interface` says.
+            let vip = vip.unwrap_or_default();
             cluster_ca(&ca)?;
             Member::Init { ca, certificate_key, vip }
         }
@@ -137,7 +144,7 @@ fn member(
 }
 
 fn vip(v: &super::Vip, endpoint: &Endpoint) -> Result<(), Rejection> {
-    if v.interface.is_empty() || v.interface.len() > 15 || v.interface.contains('/') {
+    if v.interface.as_ref().is_some_and(|i| i.is_empty() || i.len() > 15 || i.contains('/')) {
         return reject("kubernetes.vip.interface", "expected a network interface name such as eth0");
     }
     if endpoint.ip().is_none() {

@@ -17,6 +17,7 @@
 //! stage's facts.
 
 pub mod discovery;
+pub mod local;
 pub mod preflight;
 pub mod render;
 
@@ -33,6 +34,7 @@ use crate::config::{ClusterCa, Config, Kubernetes, Member, Vip};
 use crate::retry::Backoff;
 use crate::runner::{Cmd, tail};
 use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
+use local::Local;
 
 pub const KUBEADM_CONFIG: &str = "/etc/node-init/kubeadm.yaml";
 pub const BOOTSTRAP_SUCCESS: &str = "/run/cluster-api/bootstrap-success.complete";
@@ -83,6 +85,7 @@ impl Stage for KubernetesStage {
             None => kubeadm_version(cx).await?,
         };
         let passed = preflight::gate(cx, k).await?;
+        let local = local::derive(cx.node, k)?;
         tracing::info!("{passed}");
         let mut details = Details::new();
         details.insert("preflight".into(), passed.into());
@@ -92,9 +95,9 @@ impl Stage for KubernetesStage {
         details.insert("endpoint".into(), k.endpoint.to_string().into());
         match &k.member {
             Member::Init { ca, certificate_key, vip } => {
-                init(cx, k, Init { ca, key: certificate_key, vip }, version, &mut details).await?
+                init(cx, k, Init { ca, key: certificate_key, vip }, version, &local, &mut details).await?
             }
-            Member::ControlPlane { .. } | Member::Worker { .. } => join(cx, k, version, &mut details).await?,
+            Member::ControlPlane { .. } | Member::Worker { .. } => join(cx, k, version, &local, &mut details).await?,
         }
         if cx.dry_run {
             return Ok(Outcome::Done(Done::new(details)));
@@ -121,30 +124,24 @@ pub(crate) async fn kubeadm_version(cx: &Context<'_>) -> Result<KubeVersion> {
     out.stdout.trim().parse().map_err(|e: String| anyhow::anyhow!("`{cmd}` printed {e}"))
 }
 
-/// The node's name in the cluster: its FQDN, as MAAS's `local-hostname`
-/// gives it (what Cluster API's MAAS templates use), else kubeadm's default.
-fn node_name<'a>(cx: &'a Context<'_>) -> Option<&'a str> {
-    cx.node.fqdn()
-}
-
-async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, details: &mut Details) -> Result<()> {
+async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, local: &Local, details: &mut Details) -> Result<()> {
     let addr = resolve(cx, k).await?;
     let found = discovery::discover(k, addr, k.discovery_timeout.0).await?;
     tracing::info!(server = %found.server, pin = %found.pin, "cluster-info is signed with this token and its CA is pinned");
     details.insert("discovery_attempts".into(), found.attempts.into());
     details.insert("ca_pin".into(), found.pin.into());
     details.insert("api_server".into(), found.server.into());
-    cx.write(KUBEADM_CONFIG, render::join_config(k, v, node_name(cx)).as_bytes(), 0o600)?;
+    cx.write(KUBEADM_CONFIG, render::join_config(k, v, local).as_bytes(), 0o600)?;
     let argv = ["kubeadm", "join", "--config", KUBEADM_CONFIG];
     let attempts = kubeadm(cx, &argv, || Ok(())).await?;
     details.insert("kubeadm_attempts".into(), attempts.into());
     if let Member::ControlPlane { .. } = k.member {
-        match &k.vip {
-            Some(vip) => {
-                let manifest = render::kube_vip_manifest(k, vip, render::ADMIN_CONF);
+        match (&k.vip, &local.vip_interface) {
+            (Some(vip), Some(interface)) => {
+                let manifest = render::kube_vip_manifest(k, vip, interface, render::ADMIN_CONF);
                 cx.write(render::KUBE_VIP_MANIFEST, manifest.as_bytes(), 0o600)?;
             }
-            None => tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP"),
+            _ => tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP"),
         }
     }
     Ok(())
@@ -157,23 +154,37 @@ struct Init<'a> {
     vip: &'a Vip,
 }
 
-async fn init(cx: &Context<'_>, k: &Kubernetes, i: Init<'_>, v: KubeVersion, details: &mut Details) -> Result<()> {
+async fn init(
+    cx: &Context<'_>,
+    k: &Kubernetes,
+    i: Init<'_>,
+    v: KubeVersion,
+    local: &Local,
+    details: &mut Details,
+) -> Result<()> {
     let Init { ca, key, vip } = i;
+    let Some(interface) = local.vip_interface.as_deref() else {
+        bail!("kube-vip needs an interface for the VIP: set kubernetes.vip.interface")
+    };
     let during = if render::kube_vip_needs_super_admin(v) { render::SUPER_ADMIN_CONF } else { render::ADMIN_CONF };
-    cx.write(KUBEADM_CONFIG, render::init_config(k, key, v, node_name(cx)).as_bytes(), 0o600)?;
+    cx.write(KUBEADM_CONFIG, render::init_config(k, key, v, local).as_bytes(), 0o600)?;
     // kubeadm reset empties /etc/kubernetes, so every attempt lays these
     // down again.
     let prepare = || -> Result<()> {
         cx.write(CA_CERT, ca.cert.pem.as_bytes(), 0o644)?;
         cx.write(CA_KEY, ca.key.0.expose().as_bytes(), 0o600)?;
-        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, vip, during).as_bytes(), 0o600)?;
+        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, vip, interface, during).as_bytes(), 0o600)?;
         Ok(())
     };
     let argv = ["kubeadm", "init", "--config", KUBEADM_CONFIG, "--upload-certs"];
     let attempts = kubeadm(cx, &argv, prepare).await?;
     details.insert("kubeadm_attempts".into(), attempts.into());
     if during != render::ADMIN_CONF {
-        cx.write(render::KUBE_VIP_MANIFEST, render::kube_vip_manifest(k, vip, render::ADMIN_CONF).as_bytes(), 0o600)?;
+        cx.write(
+            render::KUBE_VIP_MANIFEST,
+            render::kube_vip_manifest(k, vip, interface, render::ADMIN_CONF).as_bytes(),
+            0o600,
+        )?;
         tracing::info!("kube-vip now reads admin.conf");
     }
     details.insert("kube_vip".into(), render::KUBE_VIP_MANIFEST.into());

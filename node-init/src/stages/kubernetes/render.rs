@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::local::Local;
 use crate::config::values::{CertKey, KubeVersion};
 use crate::config::{Kubernetes, Member, Vip};
 
@@ -49,16 +50,16 @@ pub fn go_duration(d: Duration) -> String {
 
 /// `nodeRegistration`: the name and the kubelet's extra flags, a map in
 /// v1beta3 and a list of {name, value} in v1beta4.
-fn node_registration(out: &mut String, k: &Kubernetes, v: KubeVersion, node_name: Option<&str>) {
+fn node_registration(out: &mut String, v: KubeVersion, local: &Local) {
     out.push_str("nodeRegistration:\n");
-    if let Some(name) = node_name {
+    if let Some(name) = &local.name {
         let _ = writeln!(out, "  name: {}", quote(name));
     }
-    if k.kubelet_extra_args.is_empty() {
+    if local.kubelet_args.is_empty() {
         return;
     }
     out.push_str("  kubeletExtraArgs:\n");
-    for (flag, value) in &k.kubelet_extra_args {
+    for (flag, value) in &local.kubelet_args {
         if v1beta4(v) {
             let _ = writeln!(out, "  - name: {flag}\n    value: {}", quote(value));
         } else {
@@ -70,7 +71,7 @@ fn node_registration(out: &mut String, k: &Kubernetes, v: KubeVersion, node_name
 /// InitConfiguration and ClusterConfiguration for the first control-plane
 /// node. `--upload-certs` goes on the command line: neither API version
 /// has a field for it.
-pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, node_name: Option<&str>) -> String {
+pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, local: &Local) -> String {
     let api = api_version(v);
     let token = &k.token;
     let mut out = format!("apiVersion: {api}\nkind: InitConfiguration\n");
@@ -82,8 +83,12 @@ pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, node_name: Opt
         go_duration(TOKEN_TTL)
     );
     let _ = writeln!(out, "certificateKey: {}", key.0.expose());
-    let _ = writeln!(out, "localAPIEndpoint:\n  bindPort: {}", k.endpoint.port);
-    node_registration(&mut out, k, v, node_name);
+    out.push_str("localAPIEndpoint:\n");
+    if let Some(a) = local.advertise {
+        let _ = writeln!(out, "  advertiseAddress: {}", quote(&a.to_string()));
+    }
+    let _ = writeln!(out, "  bindPort: {}", k.endpoint.port);
+    node_registration(&mut out, v, local);
     if v1beta4(v) {
         let t = go_duration(CONTROL_PLANE_TIMEOUT);
         let _ = writeln!(out, "timeouts:\n  controlPlaneComponentHealthCheck: {t}\n  kubeletHealthCheck: {t}");
@@ -105,7 +110,7 @@ pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, node_name: Opt
 
 /// JoinConfiguration for a control-plane or worker node. Discovery uses
 /// the token and every configured CA pin, as node-init's own check did.
-pub fn join_config(k: &Kubernetes, v: KubeVersion, node_name: Option<&str>) -> String {
+pub fn join_config(k: &Kubernetes, v: KubeVersion, local: &Local) -> String {
     let token = k.token.expose();
     let mut out = format!("apiVersion: {}\nkind: JoinConfiguration\n", api_version(v));
     let _ = write!(out, "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {}\n    token: {token}\n", k.endpoint);
@@ -118,14 +123,13 @@ pub fn join_config(k: &Kubernetes, v: KubeVersion, node_name: Option<&str>) -> S
     if !v1beta4(v) {
         let _ = writeln!(out, "  timeout: {discovery}");
     }
-    node_registration(&mut out, k, v, node_name);
+    node_registration(&mut out, v, local);
     if let Member::ControlPlane { certificate_key: key, .. } = &k.member {
-        let _ = write!(
-            out,
-            "controlPlane:\n  certificateKey: {}\n  localAPIEndpoint:\n    bindPort: {}\n",
-            key.0.expose(),
-            k.endpoint.port
-        );
+        let _ = write!(out, "controlPlane:\n  certificateKey: {}\n  localAPIEndpoint:\n", key.0.expose());
+        if let Some(a) = local.advertise {
+            let _ = writeln!(out, "    advertiseAddress: {}", quote(&a.to_string()));
+        }
+        let _ = writeln!(out, "    bindPort: {}", k.endpoint.port);
     }
     if v1beta4(v) {
         let _ = writeln!(out, "timeouts:\n  discovery: {discovery}\n  tlsBootstrap: {discovery}");
@@ -141,11 +145,11 @@ pub const SUPER_ADMIN_CONF: &str = "/etc/kubernetes/super-admin.conf";
 /// interface, control-plane load balancing off, leader election on a
 /// Lease so exactly one node holds the address. `kubeconfig` is the file
 /// it talks to the API server with (super-admin.conf during init on 1.29+).
-pub fn kube_vip_manifest(k: &Kubernetes, vip: &Vip, kubeconfig: &str) -> String {
+pub fn kube_vip_manifest(k: &Kubernetes, vip: &Vip, interface: &str, kubeconfig: &str) -> String {
     let env = [
         ("vip_arp", "true".to_owned()),
         ("port", k.endpoint.port.to_string()),
-        ("vip_interface", vip.interface.clone()),
+        ("vip_interface", interface.to_owned()),
         ("vip_cidr", if k.endpoint.ip().is_some_and(|ip| ip.is_ipv6()) { "128" } else { "32" }.to_owned()),
         ("cp_enable", "true".to_owned()),
         ("cp_namespace", "kube-system".to_owned()),

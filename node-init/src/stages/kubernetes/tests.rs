@@ -18,10 +18,17 @@ fn run(w: &World, yaml: &str, paused: bool) -> End {
     w.run(&[&KubernetesStage], &config::parse(yaml, "test").unwrap(), paused)
 }
 
+/// What a node named `name` with no addresses contributes: the name and
+/// the config's kubelet flags.
+fn local(k: &Kubernetes, name: Option<&str>) -> Local {
+    let node = crate::node::Node { fqdn: name.map(str::to_owned).ok_or_else(String::new), ..Default::default() };
+    local::derive(&node, k).unwrap()
+}
+
 /// The init config, with the certificate key only init has.
 fn init_config(k: &Kubernetes, v: KubeVersion, name: Option<&str>) -> String {
     let Member::Init { certificate_key, .. } = &k.member else { panic!("not an init config") };
-    render::init_config(k, certificate_key, v, name)
+    render::init_config(k, certificate_key, v, &local(k, name))
 }
 
 fn join_yaml(role: &str, endpoint: &str, hash: &str, extra: &str) -> String {
@@ -69,13 +76,16 @@ fn kubeadm_configs_match_their_golden_files_for_every_role_and_api() {
         assert!(render::api_version(v).ends_with(api));
         golden(&format!("init-{api}.yaml"), &init_config(&golden_config("init"), v, Some("node1.maas")));
         for role in ["control-plane", "worker"] {
-            golden(&format!("{role}-{api}.yaml"), &render::join_config(&golden_config(role), v, Some("node2.maas")));
+            golden(
+                &format!("{role}-{api}.yaml"),
+                &render::join_config(&golden_config(role), v, &local(&golden_config(role), Some("node2.maas"))),
+            );
         }
     }
     let k = golden_config("init");
     golden(
         "kube-vip-super-admin.yaml",
-        &render::kube_vip_manifest(&k, k.vip.as_ref().unwrap(), render::SUPER_ADMIN_CONF),
+        &render::kube_vip_manifest(&k, k.vip.as_ref().unwrap(), "eth0", render::SUPER_ADMIN_CONF),
     );
 }
 
@@ -84,7 +94,7 @@ fn rendered_configs_are_yaml_with_the_values_kubeadm_reads() {
     let k = golden_config("control-plane");
     for version in ["v1.30.2", "v1.31.4"] {
         let v: KubeVersion = version.parse().unwrap();
-        let text = render::join_config(&k, v, Some("node2.maas"));
+        let text = render::join_config(&k, v, &local(&k, Some("node2.maas")));
         let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(doc["discovery"]["bootstrapToken"]["token"], TOKEN);
         assert_eq!(doc["discovery"]["bootstrapToken"]["caCertHashes"].as_array().unwrap().len(), 2);
@@ -136,7 +146,10 @@ fn a_worker_joins_after_discovery_proves_the_cluster() {
     // Once without trust, once trusting only the pinned CA.
     assert_eq!(server.requests(), 2);
     let k = config::parse(&yaml, "t").unwrap().kubernetes.unwrap();
-    assert_eq!(w.read(KUBEADM_CONFIG), render::join_config(&k, "v1.31.4".parse().unwrap(), Some("node1.maas")));
+    assert_eq!(
+        w.read(KUBEADM_CONFIG),
+        render::join_config(&k, "v1.31.4".parse().unwrap(), &local(&k, Some("node1.maas")))
+    );
     assert_eq!(w.mode(KUBEADM_CONFIG), 0o600);
     assert_eq!(w.read(BOOTSTRAP_SUCCESS), "success\n");
     let rec = w.record("kubernetes");
@@ -298,4 +311,27 @@ fn no_kubernetes_key_skips() {
     assert_eq!(run(&w, "{}\n", true), End::Done);
     assert_eq!(w.record("kubernetes").status, Status::Skipped);
     assert!(w.runner.calls().is_empty());
+}
+
+#[test]
+fn derived_addresses_reach_kubeadm_as_advertise_address_and_node_ip() {
+    let l = Local {
+        name: Some("node1.dc1.example".into()),
+        advertise: Some("10.11.12.21".parse().unwrap()),
+        kubelet_args: [("node-ip".to_owned(), "10.11.12.21".to_owned())].into(),
+        vip_interface: Some("bond0".into()),
+    };
+    let v: KubeVersion = "v1.31.4".parse().unwrap();
+    let k = golden_config("init");
+    let Member::Init { certificate_key, .. } = &k.member else { unreachable!() };
+    let init = render::init_config(&k, certificate_key, v, &l);
+    let doc: serde_json::Value = serde_saphyr::from_str(init.split("---\n").next().unwrap()).unwrap();
+    assert_eq!(doc["localAPIEndpoint"]["advertiseAddress"], "10.11.12.21");
+    assert_eq!(doc["nodeRegistration"]["kubeletExtraArgs"][0]["name"], "node-ip");
+    assert_eq!(doc["nodeRegistration"]["kubeletExtraArgs"][0]["value"], "10.11.12.21");
+    let join = render::join_config(&golden_config("control-plane"), v, &l);
+    let doc: serde_json::Value = serde_saphyr::from_str(&join).unwrap();
+    assert_eq!(doc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "10.11.12.21");
+    let vip = render::kube_vip_manifest(&k, k.vip.as_ref().unwrap(), "bond0", render::ADMIN_CONF);
+    assert!(vip.contains("value: \"bond0\""), "{vip}");
 }
