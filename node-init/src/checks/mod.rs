@@ -13,6 +13,7 @@ mod dns;
 mod egress;
 mod kernel;
 mod resources;
+mod runtime;
 mod vip;
 
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::node::Node;
 use crate::root::Root;
+use crate::runner::Runner;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,12 +57,14 @@ pub struct Finding {
     pub reason: String,
 }
 
-/// What checks read: the root (for `/proc`, `/sys`), the config, and the
-/// node's facts, gathered once.
+/// What checks read: the root (for `/proc`, `/sys`), the config, the
+/// node's facts, gathered once, and the runner for the read-only commands
+/// a check asks (`kubeadm version`).
 pub struct Inputs<'a> {
     pub root: &'a Root,
     pub config: &'a Config,
     pub node: &'a Node,
+    pub runner: &'a dyn Runner,
     /// One network question's deadline: a little less than the run's, so a
     /// dead server is reported as such rather than as a cut-off check.
     pub query_timeout: Duration,
@@ -68,8 +72,8 @@ pub struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     /// The inputs of checks that must end within `deadline`.
-    pub fn new(root: &'a Root, config: &'a Config, node: &'a Node, deadline: Duration) -> Self {
-        Self { root, config, node, query_timeout: deadline.mul_f64(0.9) }
+    pub fn new(root: &'a Root, config: &'a Config, node: &'a Node, runner: &'a dyn Runner, deadline: Duration) -> Self {
+        Self { root, config, node, runner, query_timeout: deadline.mul_f64(0.9) }
     }
 }
 
@@ -96,6 +100,7 @@ pub const TABLE: &[&dyn Check] = &[
     &egress::Proxy,
     &egress::Egress,
     &vip::Vip,
+    &runtime::Runtime,
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,7 +167,7 @@ mod tests {
 
     fn statuses(w: &World, config: &Config) -> Vec<(String, Status, String)> {
         let node = w.node.clone();
-        let inputs = Inputs::new(&w.root, config, &node, Duration::from_secs(2));
+        let inputs = Inputs::new(&w.root, config, &node, &w.runner, Duration::from_secs(2));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(run_all(&inputs, Duration::from_secs(2)))
             .into_iter()

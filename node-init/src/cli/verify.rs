@@ -30,7 +30,8 @@ pub async fn run(a: Args) -> Result<u8> {
     let root = crate::root::Root::host();
     let loaded = config::load(&root, a.config.as_deref())?;
     let node = Node::gather(&root, &loaded.config)?;
-    let inputs = Inputs::new(&root, &loaded.config, &node, a.timeout.0);
+    let runner = crate::runner::HostRunner::new(None);
+    let inputs = Inputs::new(&root, &loaded.config, &node, &runner, a.timeout.0);
     let reports = checks::run_all(&inputs, a.timeout.0).await;
     let text = match a.output {
         Format::Json => serde_json::to_string_pretty(&as_json(&reports))? + "\n",

@@ -24,7 +24,7 @@ pub async fn gate(cx: &Context<'_>, k: &Kubernetes) -> Result<String> {
     if !cx.root.is_host() {
         return Ok("preflight left for the booted node (--root)".into());
     }
-    let inputs = Inputs::new(cx.root, cx.config, cx.node, DEADLINE);
+    let inputs = Inputs::new(cx.root, cx.config, cx.node, cx.runner, DEADLINE);
     let reports = checks::run_named(PREFLIGHT, &inputs, DEADLINE).await;
     verdict(&reports, &k.ignore_preflight)
 }
