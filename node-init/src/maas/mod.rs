@@ -1,7 +1,10 @@
 //! Facts MAAS already gave the node, read from cloud-init's MAAS datasource
 //! config (`/etc/cloud/cloud.cfg.d/90_*maas*.cfg`): the metadata URL, whose
 //! host is the MAAS server. The OAuth tokens in the same file are never read
-//! into node-init's own structures.
+//! into node-init's own structures. `oauth` signs requests with MAAS
+//! credentials, for node-init and node-image alike.
+
+pub mod oauth;
 
 use anyhow::Result;
 
