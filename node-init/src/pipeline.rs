@@ -8,6 +8,10 @@
 //! reboot is recorded with the boot id first; in a later boot it counts as
 //! done, so one patch never reboots twice, and a loop guard refuses a
 //! fourth reboot. `--root` and `--no-reboot` never reboot.
+//!
+//! With a [`Reporter`], every transition (a stage starting or ending, a
+//! reboot, the end of the whole run) is also reported to MAAS after it is
+//! recorded; reporting is bounded and never changes how the run ends.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use tracing::Instrument;
 
 use crate::error::UsageError;
+use crate::maas::events::{Reporter, Transition};
 use crate::root::Root;
 use crate::runner::Cmd;
 use crate::stages::{Context, Done, Fingerprint, Outcome, Stage};
@@ -44,13 +49,28 @@ pub struct Options {
 
 /// Runs the selected stages in table order.
 pub async fn run(stages: &[&dyn Stage], cx: &Context<'_>, opts: &Options) -> Result<End> {
+    run_reported(stages, cx, opts, None).await
+}
+
+/// [`run`], reporting each transition with `report` (never in a dry run).
+pub async fn run_reported(
+    stages: &[&dyn Stage],
+    cx: &Context<'_>,
+    opts: &Options,
+    report: Option<&Reporter>,
+) -> Result<End> {
     let selected = select(stages, opts)?;
     let _lock = if cx.dry_run { None } else { Some(lock(cx.root)?) };
+    let report = report.filter(|_| !cx.dry_run);
     let mut st = State::load(cx.root)?;
     let key = fingerprint_key(cx)?;
     for stage in selected {
         let span = tracing::info_span!("stage", stage = stage.name());
-        let end = run_one(*stage, cx, opts, &key, &mut st).instrument(span).await?;
+        let end = run_one(*stage, cx, opts, &key, &mut st, report).instrument(span).await?;
+        if end == End::Failed {
+            let error = st.stages.get(stage.name()).and_then(|r| r.last_error.clone()).unwrap_or_default();
+            tell(cx, &mut st, report, Transition::Failed { stage: stage.name(), error: &error }).await?;
+        }
         if end != End::Done {
             return Ok(end);
         }
@@ -62,8 +82,24 @@ pub async fn run(stages: &[&dyn Stage], cx: &Context<'_>, opts: &Options) -> Res
             cx.root.write(state::DONE_PATH, marker.as_bytes(), 0o644)?;
         }
         tracing::info!("all stages done");
+        if st.maas.open {
+            let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+            tell(cx, &mut st, report, Transition::Done { stages: &names }).await?;
+        }
+    }
+    if let Some(r) = report {
+        // Whatever earlier runs could not deliver, even when nothing ran.
+        r.flush(&mut st).await;
+        st.save(cx.root)?;
     }
     Ok(End::Done)
+}
+
+/// Reports a transition, then saves the state with its outbox.
+async fn tell(cx: &Context<'_>, st: &mut State, report: Option<&Reporter>, t: Transition<'_>) -> Result<()> {
+    let Some(r) = report else { return Ok(()) };
+    r.report(cx.root, st, t).await;
+    st.save(cx.root)
 }
 
 fn select<'s>(stages: &'s [&'s dyn Stage], opts: &Options) -> Result<Vec<&'s &'s dyn Stage>> {
@@ -113,7 +149,14 @@ fn fingerprint(stage: &dyn Stage, cx: &Context<'_>, key: &[u8]) -> String {
     f.finish()
 }
 
-async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, key: &[u8], st: &mut State) -> Result<End> {
+async fn run_one(
+    stage: &dyn Stage,
+    cx: &Context<'_>,
+    opts: &Options,
+    key: &[u8],
+    st: &mut State,
+    report: Option<&Reporter>,
+) -> Result<End> {
     let name = stage.name();
     let inputs = fingerprint(stage, cx, key);
     let prev = st.stages.get(name).cloned();
@@ -123,10 +166,9 @@ async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, key: &[u8]
             return Ok(End::Done);
         }
         if rec.status == Status::RebootPending {
-            return resume_after_reboot(name, rec.clone(), cx, opts, st).await;
+            return resume_after_reboot(name, rec.clone(), cx, opts, st, report).await;
         }
     }
-    let started = Instant::now();
     let mut rec = StageRecord {
         status: Status::Running,
         attempts: prev.as_ref().map_or(0, |r| r.attempts) + 1,
@@ -137,6 +179,9 @@ async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, key: &[u8]
     };
     save(cx, st, name, &rec)?;
     tracing::info!(attempt = rec.attempts, "starting");
+    tell(cx, st, report, Transition::StageStarted { stage: name, attempt: rec.attempts }).await?;
+    // The stage's own time, not the time spent telling MAAS.
+    let started = Instant::now();
     let result = stage.run(cx).await;
     rec.finished = Some(state::now_rfc3339());
     rec.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -152,7 +197,7 @@ async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, key: &[u8]
         }
         Ok(Outcome::RebootRequired { reason, done }) => {
             keep(&mut rec, done);
-            return request_reboot(name, rec, reason, cx, opts, st).await;
+            return request_reboot(name, rec, reason, cx, opts, st, report).await;
         }
         Err(e) => {
             let msg = format!("{e:#}");
@@ -160,11 +205,13 @@ async fn run_one(stage: &dyn Stage, cx: &Context<'_>, opts: &Options, key: &[u8]
             rec.status = Status::Failed;
             rec.last_error = Some(msg);
             save(cx, st, name, &rec)?;
+            tell(cx, st, report, Transition::StageEnded { stage: name, record: &rec }).await?;
             return Ok(End::Failed);
         }
     }
     tracing::info!(duration_ms = rec.duration_ms, "{}", rec.status.as_str());
     save(cx, st, name, &rec)?;
+    tell(cx, st, report, Transition::StageEnded { stage: name, record: &rec }).await?;
     Ok(End::Done)
 }
 
@@ -185,6 +232,7 @@ async fn request_reboot(
     cx: &Context<'_>,
     opts: &Options,
     st: &mut State,
+    report: Option<&Reporter>,
 ) -> Result<End> {
     if st.reboots.len() >= MAX_REBOOTS {
         let msg = format!(
@@ -198,6 +246,7 @@ async fn request_reboot(
         rec.status = Status::Failed;
         rec.last_error = Some(msg);
         save(cx, st, name, &rec)?;
+        tell(cx, st, report, Transition::StageEnded { stage: name, record: &rec }).await?;
         return Ok(End::Failed);
     }
     rec.status = Status::RebootPending;
@@ -209,7 +258,7 @@ async fn request_reboot(
         reason: reason.clone(),
     });
     save(cx, st, name, &rec)?;
-    reboot_or_stop(&reason, cx, opts).await
+    reboot_or_stop(name, &reason, cx, opts, st, report).await
 }
 
 /// A stage waiting for a reboot: in a new boot it is done; in the same boot
@@ -221,6 +270,7 @@ async fn resume_after_reboot(
     cx: &Context<'_>,
     opts: &Options,
     st: &mut State,
+    report: Option<&Reporter>,
 ) -> Result<End> {
     let reason = rec.reason.clone().unwrap_or_default();
     if rec.boot_id != cx.node.boot_id {
@@ -229,13 +279,32 @@ async fn resume_after_reboot(
         rec.status = Status::Done;
         rec.finished.get_or_insert_with(state::now_rfc3339);
         save(cx, st, name, &rec)?;
+        tell(cx, st, report, Transition::StageEnded { stage: name, record: &rec }).await?;
         return Ok(End::Done);
     }
-    reboot_or_stop(&reason, cx, opts).await
+    reboot_or_stop(name, &reason, cx, opts, st, report).await
 }
 
-async fn reboot_or_stop(reason: &str, cx: &Context<'_>, opts: &Options) -> Result<End> {
-    if !cx.root.is_host() || opts.no_reboot || cx.dry_run {
+/// Reboots, or says why not; either way MAAS hears of it first.
+async fn reboot_or_stop(
+    name: &str,
+    reason: &str,
+    cx: &Context<'_>,
+    opts: &Options,
+    st: &mut State,
+    report: Option<&Reporter>,
+) -> Result<End> {
+    let why_not = if cx.dry_run {
+        Some("a dry run")
+    } else if !cx.root.is_host() {
+        Some("--root")
+    } else if opts.no_reboot {
+        Some("--no-reboot")
+    } else {
+        None
+    };
+    tell(cx, st, report, Transition::Rebooting { stage: name, reason, why_not }).await?;
+    if why_not.is_some() {
         tracing::warn!(%reason, "a reboot is required and was not performed; rerun node-init after rebooting");
         return Ok(End::RebootRequired);
     }

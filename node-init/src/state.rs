@@ -1,7 +1,8 @@
 //! The state file `/var/lib/node-init/state.json`: per stage, its status,
 //! attempts, boot, times and last error; plus every reboot node-init asked
-//! for. Written atomically after every transition, so a run killed at any
-//! instant leaves the previous or the next state, never a torn one.
+//! for; plus the events reported to MAAS and whether MAAS has them. Written
+//! atomically after every transition, so a run killed at any instant leaves
+//! the previous or the next state, never a torn one.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -91,6 +92,9 @@ pub struct State {
     pub stages: BTreeMap<String, StageRecord>,
     #[serde(default)]
     pub reboots: Vec<RebootRecord>,
+    /// Events for MAAS's status endpoint: delivered, pending or given up.
+    #[serde(default, skip_serializing_if = "crate::maas::events::Outbox::is_empty")]
+    pub maas: crate::maas::events::Outbox,
 }
 
 impl State {

@@ -10,6 +10,8 @@ mod cert_hash;
 mod config_rejections;
 // SIGKILL at any moment, then a rerun converges.
 mod crash;
+// What MAAS hears from `node-init run`: events on the metadata stand-in.
+mod events;
 // `node-image build` against bases GNU tar made.
 mod image;
 // The kubernetes stage with the kubeadm double in the real rootfs.

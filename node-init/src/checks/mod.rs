@@ -12,6 +12,7 @@ mod cidr;
 mod dns;
 mod egress;
 mod kernel;
+mod maas;
 mod resources;
 mod runtime;
 mod vip;
@@ -100,6 +101,7 @@ pub const TABLE: &[&dyn Check] = &[
     &egress::Proxy,
     &egress::Egress,
     &vip::Vip,
+    &maas::Metadata,
     &runtime::Runtime,
 ];
 

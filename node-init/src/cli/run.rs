@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::config;
+use crate::maas::events::Reporter;
 use crate::node::Node;
 use crate::pipeline::{self, Options};
 use crate::runner::HostRunner;
@@ -47,11 +48,30 @@ pub async fn run(a: Args) -> Result<u8> {
     let runner = HostRunner::new((!root.is_host()).then(|| root.base().to_owned()));
     let cx = Context::new(&root, &node, &loaded.config, &runner, a.dry_run);
     let opts = Options { only: a.only, skip: a.skip, no_reboot: a.no_reboot };
-    let end = pipeline::run(stages::TABLE, &cx, &opts).await?;
+    let reporter = if a.dry_run { None } else { reporter(&root, &node, &loaded.config) };
+    let end = pipeline::run_reported(stages::TABLE, &cx, &opts, reporter.as_ref()).await?;
     if a.dry_run {
         let plan = cx.plan();
         let text = if plan.is_empty() { "nothing would change\n".to_owned() } else { plan.join("\n") + "\n" };
         super::print(&text)?;
     }
     Ok(super::end_code(end))
+}
+
+/// The MAAS reporter, when curtin left the node its reporting settings. A
+/// file that cannot be read is logged and the run goes on unreported:
+/// reporting never stops a first boot.
+fn reporter(root: &crate::root::Root, node: &Node, config: &config::Config) -> Option<Reporter> {
+    match crate::maas::reporting(root) {
+        Ok(Some(endpoint)) => {
+            tracing::info!(endpoint = %endpoint.url, "reporting to MAAS");
+            let client = crate::maas::http::Client::new(root, &node.maas_servers);
+            Some(Reporter::new(endpoint, client, config, super::status::as_json))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "not reporting to MAAS");
+            None
+        }
+    }
 }

@@ -40,7 +40,8 @@ fn ordered(st: &State) -> Vec<String> {
     names
 }
 
-fn as_json(root: &Root, st: &State) -> serde_json::Value {
+/// `status --output json`; also attached to a failure reported to MAAS.
+pub(crate) fn as_json(root: &Root, st: &State) -> serde_json::Value {
     let stages: Vec<_> = ordered(st)
         .into_iter()
         .map(|name| match st.stages.get(&name) {
@@ -52,7 +53,11 @@ fn as_json(root: &Root, st: &State) -> serde_json::Value {
             None => json!({"name": name, "status": "pending", "attempts": 0}),
         })
         .collect();
-    json!({"done": root.exists(state::DONE_PATH), "stages": stages, "reboots": st.reboots})
+    let mut v = json!({"done": root.exists(state::DONE_PATH), "stages": stages, "reboots": st.reboots});
+    if !st.maas.is_empty() {
+        v["maas"] = st.maas.report();
+    }
+    v
 }
 
 /// The error, else what the stage reported (its summary or why it was
@@ -93,6 +98,9 @@ fn table(root: &Root, st: &State) -> String {
     }
     for rb in &st.reboots {
         out.push_str(&format!("reboot: {} from boot {} at {} ({})\n", rb.stage, rb.boot_id, rb.at, rb.reason));
+    }
+    if !st.maas.is_empty() {
+        out.push_str(&st.maas.table());
     }
     let done = if root.exists(state::DONE_PATH) { "done" } else { "not done" };
     out.push_str(&format!("node-init: {done}\n"));

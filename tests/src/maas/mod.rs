@@ -7,10 +7,12 @@
 //! sha256 as MAAS does when the last byte arrives. Faults can be set on any
 //! PUT: a connection dropped before or after the chunk is stored, or a 503.
 //! This file is the server and its routing; `oauth.rs` the key check,
-//! `resources.rs` the boot-resources handlers.
+//! `resources.rs` the boot-resources handlers. `status.rs` is the metadata
+//! service a deployed node reports to, on a port of its own.
 
 mod oauth;
 mod resources;
+mod status;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,6 +25,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 pub use self::resources::Resource;
+pub use self::status::{Logged, Metadata, NodeStatus, Stored};
 use crate::net::Background;
 
 /// What a PUT does, by its index among all PUTs the stand-in received.
