@@ -133,3 +133,57 @@ fn userdata_refuses_what_the_node_would_refuse() {
     assert!(text(&out.stderr).contains("--secrets: cannot read /nonexistent/ca.crt"), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
 }
+
+/// The status record of the kubernetes stage under `root`.
+fn kubernetes_record(node: &Node) -> serde_json::Value {
+    let status = node_init(&["status", "--root", &node.arg(), "--output", "json"]);
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    st["stages"].as_array().unwrap().iter().find(|s| s["name"] == "kubernetes").unwrap().clone()
+}
+
+#[test]
+fn a_worker_cut_off_after_kubeadm_join_is_found_a_member_on_the_rerun_not_reset() {
+    let s = Secrets::new();
+    let ca = s.cluster_ca();
+    let bg = Background::new();
+    let api = api_server(&bg, "127.0.0.1:0".parse().unwrap(), &ca, &s.get("token"), Serve::Good);
+    let cluster = format!("hostname: node2.maas\nkubernetes:\n  endpoint: {}\n  version: v1.31.4\n", api.addr);
+    let node = Node::new(&userdata("worker", &cluster, &s), 0);
+    node.issue_kubelet(&ca, &api.addr.to_string(), "node2.maas");
+    let out = node.run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(node.path("etc/kubernetes/kubelet.conf").exists(), "the double did not join");
+    api.register("node2.maas");
+    // The power goes before node-init saves the state; the boot after has
+    // kubeadm's files and no record of them.
+    std::fs::remove_file(node.path("var/lib/node-init/state.json")).unwrap();
+    std::fs::remove_file(node.path("var/lib/node-init/done")).unwrap();
+    set_boot_id(&node.path(""), "e2e-boot-2");
+    let again = node.run();
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_eq!(node.calls(), ["join --config /etc/node-init/kubeadm.yaml"], "reset or joined again");
+    assert!(node.path("etc/kubernetes/kubelet.conf").exists());
+    assert_eq!(api.node_gets(), [("/api/v1/nodes/node2.maas".to_owned(), 200)]);
+    let k = kubernetes_record(&node);
+    assert_eq!(k["details"]["membership"], "member (GET /api/v1/nodes/node2.maas: 200)", "{k}");
+    assert!(k["summary"].as_str().unwrap().contains("already a member"), "{k}");
+}
+
+#[test]
+fn a_rerun_that_cannot_reach_the_api_server_resets_nothing() {
+    let s = Secrets::new();
+    let ca = s.cluster_ca();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cluster = format!(
+        "hostname: node2.maas\nkubernetes:\n  endpoint: 127.0.0.1:{port}\n  version: v1.31.4\n  discovery_timeout: 2s\n"
+    );
+    let node = Node::new(&userdata("control-plane", &cluster, &s), 0);
+    node.left_kubelet(&ca, &format!("127.0.0.1:{port}"), "node2.maas");
+    node.write("var/lib/etcd/member/snap/db", "the cluster");
+    let out = node.run();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot tell whether node2.maas is a member") && err.contains("will not reset"), "{err}");
+    assert!(node.calls().is_empty(), "kubeadm was called: {:?}", node.calls());
+    assert_eq!(node.read("var/lib/etcd/member/snap/db"), "the cluster");
+}

@@ -195,18 +195,10 @@ async fn get(endpoint: &Endpoint, addr: SocketAddr, trust: Trust) -> Result<Vec<
     let rejected = Arc::new(Mutex::new(None));
     let verifier: Arc<dyn ServerCertVerifier> = match &trust {
         Trust::Any => Arc::new(AnyServer(provider.clone())),
-        Trust::Only(bundle) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for der in bundle {
-                roots
-                    .add(CertificateDer::from(der.clone()))
-                    .map_err(|e| Failure::Refuse(format!("the pinned CA is unusable: {e}")))?;
-            }
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| Failure::Refuse(format!("the pinned CA is unusable: {e}")))?;
-            Arc::new(Recording { inner, rejected: rejected.clone() })
-        }
+        Trust::Only(bundle) => Arc::new(
+            Recording::trusting(bundle, provider.clone(), rejected.clone())
+                .map_err(|e| Failure::Refuse(format!("the pinned CA is unusable: {e}")))?,
+        ),
     };
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -284,12 +276,31 @@ impl ServerCertVerifier for AnyServer {
     }
 }
 
-/// The pinned-CA verifier, keeping why it rejected a certificate so that
-/// a wrong server is told apart from a network failure.
+/// A verifier trusting only given CAs, keeping why it rejected a
+/// certificate so that a wrong server is told apart from a network failure.
 #[derive(Debug)]
-struct Recording {
+pub(super) struct Recording {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
     rejected: Arc<Mutex<Option<String>>>,
+}
+
+impl Recording {
+    /// Trusts the CAs in `bundle` (DER); a rejection's reason lands in
+    /// `rejected`.
+    pub(super) fn trusting(
+        bundle: &[Vec<u8>],
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        rejected: Arc<Mutex<Option<String>>>,
+    ) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in bundle {
+            roots.add(CertificateDer::from(der.clone())).map_err(|e| e.to_string())?;
+        }
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { inner, rejected })
+    }
 }
 
 impl ServerCertVerifier for Recording {

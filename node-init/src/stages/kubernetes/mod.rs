@@ -1,6 +1,12 @@
 //! Stage `kubernetes`: join the cluster behind the API-server VIP, or
 //! initialise its first control-plane node (DESIGN.md §pipeline step 4).
 //!
+//! A rerun that finds the files of an earlier kubeadm run first asks
+//! whether this node is already a member ([`membership`]): a member is
+//! done and never reset; only a node the API server provably does not
+//! have is reset; anything in between stops the stage for the operator.
+//! The same question comes before the reset between two attempts.
+//!
 //! Join (`control-plane`, `worker`): node-init's own token discovery first
 //! ([`discovery`]), so a wrong token, pin, proxy or VIP is a verdict in
 //! seconds and kubeadm is never called on a mismatch. Then `kubeadm join`
@@ -18,6 +24,7 @@
 
 pub mod discovery;
 pub mod local;
+pub mod membership;
 pub mod preflight;
 pub mod render;
 
@@ -35,6 +42,7 @@ use crate::retry::Backoff;
 use crate::runner::{Cmd, tail};
 use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
 use local::Local;
+use membership::Verdict;
 
 pub const KUBEADM_CONFIG: &str = "/etc/node-init/kubeadm.yaml";
 pub const BOOTSTRAP_SUCCESS: &str = "/run/cluster-api/bootstrap-success.complete";
@@ -43,11 +51,12 @@ pub const CA_KEY: &str = "/etc/kubernetes/pki/ca.key";
 
 /// Files a previous, interrupted kubeadm run leaves behind; kubeadm's
 /// preflight refuses to start over them.
-const LEFTOVERS: [&str; 4] = [
-    "/etc/kubernetes/kubelet.conf",
+const LEFTOVERS: [&str; 5] = [
+    membership::KUBELET_CONF,
     "/etc/kubernetes/admin.conf",
     "/etc/kubernetes/manifests/kube-apiserver.yaml",
     "/etc/kubernetes/manifests/etcd.yaml",
+    "/var/lib/etcd/member",
 ];
 
 /// kubeadm itself: three attempts, about 5 s then 10 s (with jitter) between;
@@ -80,25 +89,35 @@ impl Stage for KubernetesStage {
         let Some(k) = &cx.config.kubernetes else {
             return Ok(Outcome::Skipped("no kubernetes key in the config".into()));
         };
+        let local = local::derive(cx.node, k)?;
+        let mut details = Details::new();
+        details.insert("role".into(), k.role().as_str().into());
+        details.insert("endpoint".into(), k.endpoint.to_string().into());
+        if let Some(left) = LEFTOVERS.iter().find(|p| cx.root.exists(p)) {
+            tracing::info!(file = left, "an earlier kubeadm run left files behind; is this node already a member?");
+            if let Some(member) = reset_unless_member(cx, k, &mut details).await? {
+                return member.done(cx, k, &local, details);
+            }
+        }
         let version = match k.version {
             Some(v) => v,
             None => kubeadm_version(cx).await?,
         };
         let passed = preflight::gate(cx, k).await?;
-        let local = local::derive(cx.node, k)?;
         tracing::info!("{passed}");
-        let mut details = Details::new();
         details.insert("preflight".into(), passed.into());
-        details.insert("role".into(), k.role().as_str().into());
         details.insert("kubernetes_version".into(), version.to_string().into());
         details.insert("kubeadm_api".into(), render::api_version(version).into());
-        details.insert("endpoint".into(), k.endpoint.to_string().into());
-        match &k.member {
+        let ran = match &k.member {
             Member::Init { ca, certificate_key, vip } => {
                 init(cx, k, Init { ca, key: certificate_key, vip }, version, &local, &mut details).await?
             }
             Member::ControlPlane { .. } | Member::Worker { .. } => join(cx, k, version, &local, &mut details).await?,
+        };
+        if let Ran::Member(member) = ran {
+            return member.done(cx, k, &local, details);
         }
+        settle_kube_vip(cx, k, &local)?;
         if cx.dry_run {
             return Ok(Outcome::Done(Done::new(details)));
         }
@@ -109,6 +128,64 @@ impl Stage for KubernetesStage {
         };
         Ok(Outcome::Done(Done::new(details).summary(summary)))
     }
+}
+
+/// A node the API server already has, and what it said.
+struct Known {
+    name: String,
+    evidence: String,
+}
+
+impl Known {
+    /// The stage's end for a member: nothing of kubeadm's is touched; what
+    /// node-init does after kubeadm (kube-vip on admin.conf, Cluster API's
+    /// marker, which lives in /run) is made true again.
+    fn done(self, cx: &Context<'_>, k: &Kubernetes, local: &Local, mut details: Details) -> Result<Outcome> {
+        settle_kube_vip(cx, k, local)?;
+        if !cx.dry_run {
+            cx.write(BOOTSTRAP_SUCCESS, b"success\n", 0o644)?;
+        }
+        let summary =
+            format!("found {} already a member of {} ({}); kubeadm not run", self.name, k.endpoint, self.evidence);
+        details.insert("membership".into(), self.evidence.into());
+        Ok(Outcome::Done(Done::new(details).summary(summary)))
+    }
+}
+
+/// Before any `kubeadm reset`: a member is returned and not reset; a node
+/// that is provably not one is reset; anything else is an error.
+async fn reset_unless_member(cx: &Context<'_>, k: &Kubernetes, details: &mut Details) -> Result<Option<Known>> {
+    match membership::check(cx, k).await? {
+        Verdict::Member { name, evidence } => {
+            tracing::info!(node = %name, %evidence, "this node is already a member of the cluster; not resetting it");
+            Ok(Some(Known { name, evidence }))
+        }
+        Verdict::NotMember { evidence } => {
+            tracing::warn!(%evidence, "resetting with `kubeadm reset -f`: this node is not a member of the cluster");
+            details.insert("membership".into(), evidence.into());
+            reset(cx).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// kube-vip as it runs after kubeadm: from admin.conf, on the init node and
+/// on control-plane nodes that announce the VIP.
+fn settle_kube_vip(cx: &Context<'_>, k: &Kubernetes, local: &Local) -> Result<()> {
+    match (&k.member, &k.vip, &local.vip_interface) {
+        (Member::Worker { .. }, ..) => {}
+        (_, Some(vip), Some(interface)) => {
+            let manifest = render::kube_vip_manifest(k, vip, interface, render::ADMIN_CONF);
+            if cx.write(render::KUBE_VIP_MANIFEST, manifest.as_bytes(), 0o600)? != crate::root::Change::Unchanged {
+                tracing::info!("kube-vip reads admin.conf");
+            }
+        }
+        (Member::Init { .. }, ..) => bail!("kube-vip needs an interface for the VIP: set kubernetes.vip.interface"),
+        (Member::ControlPlane { .. }, ..) => {
+            tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP");
+        }
+    }
+    Ok(())
 }
 
 /// The version kubeadm was built for, when the config names none: init
@@ -124,7 +201,15 @@ pub(crate) async fn kubeadm_version(cx: &Context<'_>) -> Result<KubeVersion> {
     out.stdout.trim().parse().map_err(|e: String| anyhow::anyhow!("`{cmd}` printed {e}"))
 }
 
-async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, local: &Local, details: &mut Details) -> Result<()> {
+/// How the kubeadm attempts ended.
+enum Ran {
+    /// kubeadm succeeded.
+    Kubeadm,
+    /// kubeadm failed, but the node is a member all the same.
+    Member(Known),
+}
+
+async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, local: &Local, details: &mut Details) -> Result<Ran> {
     let addr = resolve(cx, k).await?;
     let found = discovery::discover(k, addr, k.discovery_timeout.0).await?;
     tracing::info!(server = %found.server, pin = %found.pin, "cluster-info is signed with this token and its CA is pinned");
@@ -133,18 +218,7 @@ async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, local: &Local, d
     details.insert("api_server".into(), found.server.into());
     cx.write(KUBEADM_CONFIG, render::join_config(k, v, local).as_bytes(), 0o600)?;
     let argv = ["kubeadm", "join", "--config", KUBEADM_CONFIG];
-    let attempts = kubeadm(cx, &argv, || Ok(())).await?;
-    details.insert("kubeadm_attempts".into(), attempts.into());
-    if let Member::ControlPlane { .. } = k.member {
-        match (&k.vip, &local.vip_interface) {
-            (Some(vip), Some(interface)) => {
-                let manifest = render::kube_vip_manifest(k, vip, interface, render::ADMIN_CONF);
-                cx.write(render::KUBE_VIP_MANIFEST, manifest.as_bytes(), 0o600)?;
-            }
-            _ => tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP"),
-        }
-    }
-    Ok(())
+    kubeadm(cx, k, &argv, || Ok(()), details).await
 }
 
 /// What only the init node has.
@@ -161,7 +235,7 @@ async fn init(
     v: KubeVersion,
     local: &Local,
     details: &mut Details,
-) -> Result<()> {
+) -> Result<Ran> {
     let Init { ca, key, vip } = i;
     let Some(interface) = local.vip_interface.as_deref() else {
         bail!("kube-vip needs an interface for the VIP: set kubernetes.vip.interface")
@@ -177,39 +251,34 @@ async fn init(
         Ok(())
     };
     let argv = ["kubeadm", "init", "--config", KUBEADM_CONFIG, "--upload-certs"];
-    let attempts = kubeadm(cx, &argv, prepare).await?;
-    details.insert("kubeadm_attempts".into(), attempts.into());
-    if during != render::ADMIN_CONF {
-        cx.write(
-            render::KUBE_VIP_MANIFEST,
-            render::kube_vip_manifest(k, vip, interface, render::ADMIN_CONF).as_bytes(),
-            0o600,
-        )?;
-        tracing::info!("kube-vip now reads admin.conf");
-    }
+    let ran = kubeadm(cx, k, &argv, prepare, details).await?;
     details.insert("kube_vip".into(), render::KUBE_VIP_MANIFEST.into());
-    Ok(())
+    Ok(ran)
 }
 
-/// Runs `kubeadm init|join` up to [`ATTEMPTS`] times, `kubeadm reset -f`
-/// before each retry and before the first attempt when an interrupted run
-/// left files behind. `prepare` runs before every attempt. Returns the
-/// number of attempts made.
-async fn kubeadm(cx: &Context<'_>, argv: &[&str], prepare: impl Fn() -> Result<()>) -> Result<u32> {
+/// Runs `kubeadm init|join` up to [`ATTEMPTS`] times, `prepare` before
+/// each. A failed attempt is followed by the membership question: a member
+/// ends the attempts (kubeadm failed after the node joined), a node that
+/// is provably not one is reset and tried again, and "cannot tell" stops
+/// the stage with kubeadm's output and why.
+async fn kubeadm(
+    cx: &Context<'_>,
+    k: &Kubernetes,
+    argv: &[&str],
+    prepare: impl Fn() -> Result<()>,
+    details: &mut Details,
+) -> Result<Ran> {
     let cmd = Cmd::new(argv.iter().copied(), KUBEADM_TIMEOUT);
-    if let Some(left) = LEFTOVERS.iter().find(|p| cx.root.exists(p)) {
-        tracing::warn!(file = left, "an earlier kubeadm run left files behind; resetting first");
-        reset(cx).await?;
-    }
     let deadline = Instant::now() + KUBEADM_TIMEOUT * ATTEMPTS.attempts + ATTEMPTS.max * ATTEMPTS.attempts;
     let mut attempt = 0;
     loop {
         attempt += 1;
+        details.insert("kubeadm_attempts".into(), attempt.into());
         prepare()?;
-        let Some(out) = cx.exec(&cmd).await? else { return Ok(attempt) };
+        let Some(out) = cx.exec(&cmd).await? else { return Ok(Ran::Kubeadm) };
         if out.success() {
             tracing::info!(attempt, "`{cmd}` succeeded");
-            return Ok(attempt);
+            return Ok(Ran::Kubeadm);
         }
         let status = out.code.map_or_else(|| "was killed".to_owned(), |c| format!("exited with {c}"));
         let output = redact(&tail(&format!("{}\n{}", out.stdout, out.stderr), 15), &cx.config.kubernetes);
@@ -217,9 +286,17 @@ async fn kubeadm(cx: &Context<'_>, argv: &[&str], prepare: impl Fn() -> Result<(
         if attempt >= ATTEMPTS.attempts {
             bail!("`{cmd}` failed {attempt} times; the last one {status}: {output}");
         }
-        reset(cx).await?;
-        if !ATTEMPTS.wait(attempt, deadline).await {
-            bail!("`{cmd}` {status} and there is no time left to retry: {output}");
+        let failed = || format!("`{cmd}` {status} ({output})");
+        match reset_unless_member(cx, k, details).await.with_context(failed)? {
+            Some(member) => {
+                tracing::warn!("`{cmd}` {status}, but the node is a member of the cluster: not trying again");
+                details.insert("kubeadm_last_error".into(), failed().into());
+                return Ok(Ran::Member(member));
+            }
+            None if !ATTEMPTS.wait(attempt, deadline).await => {
+                bail!("`{cmd}` {status} and there is no time left to retry: {output}");
+            }
+            None => {}
         }
     }
 }

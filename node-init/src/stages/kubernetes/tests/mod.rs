@@ -335,3 +335,5 @@ fn derived_addresses_reach_kubeadm_as_advertise_address_and_node_ip() {
     let vip = render::kube_vip_manifest(&k, k.vip.as_ref().unwrap(), "bond0", render::ADMIN_CONF);
     assert!(vip.contains("value: \"bond0\""), "{vip}");
 }
+
+mod membership;
