@@ -1,13 +1,17 @@
 //! DNS checks, each asking every MAAS DNS server at once so a dead server
-//! costs one timeout: the FQDN forward and reverse, the zone's SOA, the
-//! delegation (the system resolver agrees with MAAS), and `dns.require`.
+//! costs one timeout: the FQDN forward (and the endpoint's name) and
+//! reverse, the zone's SOA, the delegation (the system resolver agrees
+//! with MAAS), and `dns.require`.
 //! The verdicts are the ones the `dns` stage gives ([`crate::dns`]).
+
+use std::net::IpAddr;
 
 use anyhow::{Result, anyhow, bail};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 
 use super::{Check, Finding, Inputs, every, fail, pass, skip};
+use crate::config::Role;
 use crate::dns::{Answer, Server, forward_verdict, reverse_warning};
 
 /// The MAAS DNS servers to ask; with none there is nobody to ask.
@@ -40,14 +44,35 @@ impl Check for Forward {
     }
     async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
         let (fqdn, servers, own) = (fqdn(i)?, maas(i)?, i.node.ips());
-        let results = join_all(servers.iter().map(|s| async {
+        let mut results = join_all(servers.iter().map(|s| async {
             let answer = s.addresses(fqdn).await;
             forward_verdict(&answer, &own)
                 .map(|ip| format!("{ip} via {}", s.addr))
                 .map_err(|e| format!("{fqdn} via {}: {e}", s.addr))
         }))
         .await;
+        if let Some(k) = i.config.kubernetes.as_ref().filter(|k| k.endpoint.ip().is_none()) {
+            let worker = k.role() == Role::Worker;
+            let host = k.endpoint.host.as_str();
+            results.extend(join_all(servers.iter().map(|s| endpoint(s, host, &own, worker))).await);
+        }
         Ok(all(results, fqdn))
+    }
+}
+
+/// `kubernetes.endpoint` when it is a name: it must resolve, and on a
+/// worker never to the worker itself, which serves no API (a wildcard or a
+/// stale record answering for the name). An IP endpoint is the `vip`
+/// check's.
+async fn endpoint(s: &Server, host: &str, own: &[IpAddr], worker: bool) -> Result<String, String> {
+    match s.addresses(host).await {
+        Answer::Addresses(a) if worker && a.iter().any(|ip| own.contains(ip)) => Err(format!(
+            "kubernetes.endpoint {host} via {}: {}, this worker's own address; a worker serves no API",
+            s.addr,
+            Answer::Addresses(a)
+        )),
+        Answer::Addresses(a) => Ok(format!("endpoint {host} {} via {}", Answer::Addresses(a), s.addr)),
+        other => Err(format!("kubernetes.endpoint {host} via {}: {other}", s.addr)),
     }
 }
 

@@ -15,20 +15,21 @@ use futures_util::future::join_all;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::{Check, Finding, Inputs, every, fail, pass, skip};
 use crate::config::values::ProxyUrl;
 use crate::dns::Server;
 
 /// The proxy for HTTPS traffic: `proxy.https`, else `proxy.http`.
-fn proxy<'c>(f: &'c Inputs<'_>) -> Option<&'c ProxyUrl> {
+pub(super) fn proxy<'c>(f: &'c Inputs<'_>) -> Option<&'c ProxyUrl> {
     let p = f.config.proxy.as_ref()?;
     p.https.as_ref().or(p.http.as_ref())
 }
 
 /// An address for `host`: itself when an IP, else asked of the MAAS DNS
 /// (never glibc's resolver, which a static binary cannot load).
-async fn resolve(f: &Inputs<'_>, host: &str) -> Result<IpAddr> {
+pub(super) async fn resolve(f: &Inputs<'_>, host: &str) -> Result<IpAddr> {
     if let Ok(ip) = host.parse() {
         return Ok(ip);
     }
@@ -38,13 +39,13 @@ async fn resolve(f: &Inputs<'_>, host: &str) -> Result<IpAddr> {
 }
 
 /// Runs one step of a check within `limit`, naming the step on a timeout.
-async fn step<T>(limit: Duration, name: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+pub(super) async fn step<T>(limit: Duration, name: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(limit, fut)
         .await
         .map_err(|_| anyhow!("{name}: no answer within {}", humantime::format_duration(limit)))?
 }
 
-async fn connect(f: &Inputs<'_>, addr: SocketAddr, what: &str) -> Result<TcpStream> {
+pub(super) async fn connect(f: &Inputs<'_>, addr: SocketAddr, what: &str) -> Result<TcpStream> {
     let name = format!("TCP to {what} {addr}");
     step(f.query_timeout, &name, async {
         TcpStream::connect(addr).await.with_context(|| format!("{what} {addr} refused the connection"))
@@ -101,22 +102,34 @@ impl Check for Egress {
 
 /// TCP (to the proxy or the host), CONNECT when proxied, then TLS.
 async fn reach(f: &Inputs<'_>, host: &str, tls: Arc<rustls::ClientConfig>) -> Result<String> {
-    let stream = match proxy(f) {
+    let conn = open_tls(f, host, 443, proxy(f), tls).await?;
+    let (_, session) = conn.get_ref();
+    let version = session.protocol_version().map_or_else(|| "TLS".into(), |v| format!("{v:?}"));
+    Ok(format!("{host}:443 {version} verified"))
+}
+
+/// A verified TLS stream to `host:port`: through `via` with CONNECT when
+/// it is a proxy, else directly. A failure names its step.
+pub(super) async fn open_tls(
+    f: &Inputs<'_>,
+    host: &str,
+    port: u16,
+    via: Option<&ProxyUrl>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>> {
+    let stream = match via {
         Some(p) => {
             let addr = SocketAddr::new(resolve(f, p.host()).await?, p.port());
             let mut s = connect(f, addr, "the proxy").await?;
-            step(f.query_timeout, "CONNECT", tunnel(&mut s, host, p)).await?;
+            step(f.query_timeout, "CONNECT", tunnel(&mut s, host, port, p)).await?;
             s
         }
-        None => connect(f, SocketAddr::new(resolve(f, host).await?, 443), host).await?,
+        None => connect(f, SocketAddr::new(resolve(f, host).await?, port), host).await?,
     };
     let name = ServerName::try_from(host.to_owned()).map_err(|e| anyhow!("{host:?} is not a TLS server name: {e}"))?;
     let handshake =
         async { tokio_rustls::TlsConnector::from(tls).connect(name, stream).await.map_err(|e| tls_error(&e)) };
-    let conn = step(f.query_timeout, "TLS handshake", handshake).await?;
-    let (_, session) = conn.get_ref();
-    let version = session.protocol_version().map_or_else(|| "TLS".into(), |v| format!("{v:?}"));
-    Ok(format!("{host}:443 {version} verified"))
+    step(f.query_timeout, "TLS handshake", handshake).await
 }
 
 fn tls_error(e: &std::io::Error) -> anyhow::Error {
@@ -128,9 +141,9 @@ fn tls_error(e: &std::io::Error) -> anyhow::Error {
     }
 }
 
-/// `CONNECT host:443` and the proxy's verdict on it.
-async fn tunnel(s: &mut TcpStream, host: &str, p: &ProxyUrl) -> Result<()> {
-    let mut req = format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nUser-Agent: node-init\r\n");
+/// `CONNECT host:port` and the proxy's verdict on it.
+async fn tunnel(s: &mut TcpStream, host: &str, port: u16, p: &ProxyUrl) -> Result<()> {
+    let mut req = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: node-init\r\n");
     if let Some(cred) = p.credentials() {
         let b64 = base64::engine::general_purpose::STANDARD.encode(cred.expose().as_bytes());
         req.push_str(&format!("Proxy-Authorization: Basic {b64}\r\n"));
@@ -154,13 +167,13 @@ async fn tunnel(s: &mut TcpStream, host: &str, p: &ProxyUrl) -> Result<()> {
         "200" => Ok(()),
         "407" if p.credentials().is_some() => bail!("the proxy rejected the credentials in the proxy URL ({status})"),
         "407" => bail!("the proxy wants credentials; put them in the proxy URL ({status})"),
-        "403" => bail!("the proxy forbids CONNECT to {host}:443 ({status})"),
+        "403" => bail!("the proxy forbids CONNECT to {host}:{port} ({status})"),
         _ => bail!("the proxy answered CONNECT with {status:?}"),
     }
 }
 
 /// Roots: the system bundle of the node (if any) plus the proxy CA.
-fn tls_config(f: &Inputs<'_>) -> Result<rustls::ClientConfig> {
+pub(super) fn tls_config(f: &Inputs<'_>) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     if let Ok(family) = crate::distro::family(f.root) {
         let bundle = f.root.read_opt(family.bundle())?.unwrap_or_default();

@@ -9,13 +9,20 @@
 //! a line in `TABLE`.
 
 mod cidr;
+mod clock;
 mod dns;
+mod duplicate_ip;
 mod egress;
+mod etcd_disk;
+mod hostname;
+mod http;
 mod kernel;
 mod maas;
+mod registry;
 mod resources;
 mod runtime;
 mod vip;
+mod wildcard;
 
 use std::time::{Duration, Instant};
 
@@ -89,6 +96,9 @@ pub const TABLE: &[&dyn Check] = &[
     &resources::Cpus,
     &resources::Memory,
     &resources::Disk,
+    &etcd_disk::EtcdDisk,
+    &clock::TimeSync,
+    &hostname::Hostname,
     &kernel::Swap,
     &kernel::IpForward,
     &kernel::Modules,
@@ -98,9 +108,12 @@ pub const TABLE: &[&dyn Check] = &[
     &dns::Zone,
     &dns::Delegation,
     &dns::Require,
+    &wildcard::Wildcard,
     &egress::Proxy,
     &egress::Egress,
+    &registry::Registry,
     &vip::Vip,
+    &duplicate_ip::DuplicateIp,
     &maas::Metadata,
     &runtime::Runtime,
 ];

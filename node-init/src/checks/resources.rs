@@ -1,5 +1,5 @@
-//! CPU, memory and disk against `resources:` minimums (default 4 CPU,
-//! 8 GiB, 60 GiB: the MAAS gateway's sizing).
+//! CPU, memory and free disk under `/var/lib` against `resources:`
+//! minimums (default 4 CPU, 8 GiB, 60 GiB: the MAAS gateway's sizing).
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
@@ -57,13 +57,17 @@ impl Check for Disk {
     }
     async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
         let want = i.config.resources.disk_gib;
-        let st = nix::sys::statvfs::statvfs(i.root.base())
-            .with_context(|| format!("statvfs {}", i.root.base().display()))?;
-        let have = st.blocks() * st.fragment_size() / (1 << 30);
-        Ok(if have >= want {
-            pass(format!("{have} GiB on / (minimum {want} GiB)"))
+        // The space left where containerd, kubelet and etcd write, on
+        // whatever filesystem holds /var/lib (its own volume, or /'s).
+        let at = ["/var/lib", "/var", "/"].into_iter().find(|p| i.root.exists(p)).unwrap_or("/");
+        let path = i.root.path(at);
+        let st = nix::sys::statvfs::statvfs(&path).with_context(|| format!("statvfs {}", path.display()))?;
+        let gib = |blocks: u64| blocks * st.fragment_size() / (1 << 30);
+        let (free, size) = (gib(st.blocks_available()), gib(st.blocks()));
+        Ok(if free >= want {
+            pass(format!("{free} GiB free of {size} GiB on {at} (minimum {want} GiB free)"))
         } else {
-            fail(format!("{have} GiB on /, minimum {want} GiB"))
+            fail(format!("{free} GiB free of {size} GiB on {at}, minimum {want} GiB free"))
         })
     }
 }

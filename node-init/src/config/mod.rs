@@ -44,6 +44,8 @@ pub struct Config<K = Kubernetes> {
     pub kubernetes: Option<K>,
     #[serde(default)]
     pub resources: Resources,
+    #[serde(default)]
+    pub time: Time,
 }
 
 impl<K> Default for Config<K> {
@@ -55,6 +57,7 @@ impl<K> Default for Config<K> {
             dns: Dns::default(),
             kubernetes: None,
             resources: Resources::default(),
+            time: Time::default(),
         }
     }
 }
@@ -287,7 +290,7 @@ impl Default for Vip {
 /// The `verify` checks `run` evaluates before kubeadm: what kubeadm's own
 /// preflight or the cluster depends on. `kubernetes.ignore_preflight` may
 /// name any of them.
-pub const PREFLIGHT: &[&str] = &["swap", "ip_forward", "modules", "cidr_overlap", "vip"];
+pub const PREFLIGHT: &[&str] = &["swap", "ip_forward", "modules", "cidr_overlap", "vip", "time_sync", "etcd_disk"];
 
 /// Where kubeadm pulls from unless `kubernetes.image_repository` says.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "registry.k8s.io";
@@ -313,13 +316,22 @@ pub struct Resources {
     pub cpus: u32,
     #[serde(default = "default_memory")]
     pub memory_mib: u64,
+    /// Free space under `/var/lib`, where containerd, kubelet and etcd write.
     #[serde(default = "default_disk")]
     pub disk_gib: u64,
+    /// The p99 fdatasync latency etcd's WAL may see (`etcd_disk`).
+    #[serde(default = "default_etcd_fsync_p99")]
+    pub etcd_fsync_p99: Dur,
 }
 
 impl Default for Resources {
     fn default() -> Self {
-        Self { cpus: default_cpus(), memory_mib: default_memory(), disk_gib: default_disk() }
+        Self {
+            cpus: default_cpus(),
+            memory_mib: default_memory(),
+            disk_gib: default_disk(),
+            etcd_fsync_p99: default_etcd_fsync_p99(),
+        }
     }
 }
 
@@ -331,6 +343,29 @@ fn default_memory() -> u64 {
 }
 fn default_disk() -> u64 {
     60
+}
+/// etcd's own guidance: the 99th percentile of WAL fdatasync under 10 ms.
+fn default_etcd_fsync_p99() -> Dur {
+    Dur(Duration::from_millis(10))
+}
+
+/// `time:`: how far this node's clock may be from the MAAS server's
+/// (`verify`'s `time_sync`; certificates and MAAS's OAuth both depend on it).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Time {
+    #[serde(default = "default_max_skew")]
+    pub max_skew: Dur,
+}
+
+impl Default for Time {
+    fn default() -> Self {
+        Self { max_skew: default_max_skew() }
+    }
+}
+
+fn default_max_skew() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 
 impl DnsName {

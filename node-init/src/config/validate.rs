@@ -64,6 +64,7 @@ pub fn validate(doc: Config<KubernetesDoc>) -> Result<Config, Rejection> {
         dns: doc.dns,
         kubernetes,
         resources: doc.resources,
+        time: doc.time,
     })
 }
 

@@ -16,7 +16,9 @@ use hickory_resolver::{Resolver, TokioResolver};
 
 use crate::root::Root;
 
+mod search;
 mod verdict;
+pub use search::Search;
 pub use verdict::{forward_verdict, reverse_warning};
 
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
