@@ -1,7 +1,8 @@
 //! A DNS server for tests: hickory-server on 127.0.0.1 (a random UDP port)
 //! answering for a scripted zone. A test adds records while it runs (MAAS
-//! updates its zone late), or makes the server answer SERVFAIL, or makes it
-//! drop every query (a dead server).
+//! updates its zone late), or a wildcard as a zone file's `*.zone. A`
+//! answers every name under it that has no record of its own, or makes the
+//! server answer SERVFAIL, or makes it drop every query (a dead server).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +28,8 @@ pub enum Mode {
 struct Zone {
     /// (lower-case absolute name, type) -> records.
     records: BTreeMap<(String, RecordType), Vec<Record>>,
+    /// (lower-case absolute zone, address): `*.zone. A address`.
+    wildcards: Vec<(String, IpAddr)>,
     mode: Option<Mode>,
     queries: usize,
 }
@@ -43,7 +46,20 @@ impl RequestHandler for Handler {
             let mut z = self.0.lock().expect("zone lock");
             z.queries += 1;
             let exists = z.records.keys().any(|(n, _)| *n == key.0);
-            (z.mode.unwrap_or(Mode::Answer), z.records.get(&key).cloned().unwrap_or_default(), exists)
+            let answers = z.records.get(&key).cloned().unwrap_or_default();
+            let wild = z.wildcards.iter().find(|(zone, _)| key.0.ends_with(&format!(".{zone}")));
+            match wild {
+                Some((_, ip)) if !exists => {
+                    let data = match ip {
+                        IpAddr::V4(v4) => RData::A(A(*v4)),
+                        IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                    };
+                    let fits = data.record_type() == key.1;
+                    let rec = fits.then(|| Record::from_rdata(info.query.name().into(), 60, data));
+                    (z.mode.unwrap_or(Mode::Answer), rec.into_iter().collect(), true)
+                }
+                _ => (z.mode.unwrap_or(Mode::Answer), answers, exists),
+            }
         };
         let builder = MessageResponseBuilder::from_message_request(request);
         let mut meta = Metadata::response_from_request(&request.metadata);
@@ -109,6 +125,14 @@ impl TestDns {
             IpAddr::V4(v4) => self.add(name, RData::A(A(v4))),
             IpAddr::V6(v6) => self.add(name, RData::AAAA(AAAA(v6))),
         }
+    }
+
+    /// `*.zone. A ip` (or AAAA): every name under `zone` without records
+    /// of its own resolves to `ip`.
+    pub fn wildcard(&self, zone: &str, ip: IpAddr) {
+        let mut n = Name::from_str(zone).expect("a DNS name");
+        n.set_fqdn(true);
+        self.zone.lock().expect("zone lock").wildcards.push((n.to_string().to_ascii_lowercase(), ip));
     }
 
     /// A PTR record for `ip` naming `name`.

@@ -8,6 +8,8 @@
 pub mod apt;
 // bind9 serving the `maas` zone, as MAAS runs it, for the VM tier.
 pub mod bind9;
+// MAAS's metadata service as a clock check sees it: its `Date`, on its own clock.
+pub mod clock;
 // A cluster's material as its operator makes it: secrets, user data.
 pub mod cluster;
 // An in-process DNS server (hickory) with a scripted zone.

@@ -1,6 +1,7 @@
 //! Network stand-ins: a network namespace joined to the host by a veth pair
-//! (the "node" inside, the "network" on the host side), an HTTP CONNECT
-//! proxy, and a TLS server with a certificate from a test CA.
+//! (the "node" inside, the "network" on the host side), a second host on a
+//! link of its own, an HTTP CONNECT proxy, and a TLS server with a
+//! certificate from a test CA.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -89,8 +90,17 @@ impl Netns {
 
     /// Runs `node-init ARGS` inside the namespace.
     pub fn node_init(&self, args: &[&str]) -> Output {
+        self.node_init_after("true", args)
+    }
+
+    /// Runs `node-init ARGS` inside the namespace after the shell command
+    /// `setup`, in a mount and UTS namespace of that run's own: what
+    /// `setup` mounts (a tmpfs over /var/lib) or names (`hostname node1`)
+    /// is gone when node-init exits, and no other process ever sees it.
+    pub fn node_init_after(&self, setup: &str, args: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &self.name])
+            .args(["netns", "exec", &self.name, "unshare", "--mount", "--uts", "--propagation", "private"])
+            .args(["sh", "-ec", &format!("{setup}\nexec \"$0\" \"$@\"")])
             .arg(crate::bin())
             .args(args)
             .env_clear()
@@ -98,6 +108,39 @@ impl Netns {
             .env("NODE_INIT_LOG", "info")
             .output()
             .expect("ip netns exec node-init")
+    }
+}
+
+/// Another machine on a link of the node's own: a namespace `NODE-p`
+/// joined to the node by a veth pair, the node's end `dn` and its own
+/// `dp`, each with the same address. Removed when dropped.
+pub struct Peer {
+    name: String,
+    /// The peer's MAC, as `ip` prints it.
+    pub mac: String,
+}
+
+impl Netns {
+    /// A peer holding `addr/24` on a new link where the node holds it too:
+    /// an address in use twice.
+    pub fn peer_holding(&self, addr: Ipv4Addr) -> Peer {
+        let mut peer = Peer { name: format!("{}-p", self.name), mac: String::new() };
+        ip(&["netns", "add", &peer.name]);
+        self.ip(&["link", "add", "dn", "type", "veth", "peer", "name", "dp", "netns", &peer.name]);
+        let cidr = format!("{addr}/24");
+        self.ip(&["addr", "add", &cidr, "dev", "dn"]);
+        self.ip(&["link", "set", "dn", "up"]);
+        ip(&["-n", &peer.name, "addr", "add", &cidr, "dev", "dp"]);
+        ip(&["-n", &peer.name, "link", "set", "dp", "up"]);
+        let out = Command::new("ip").args(["-n", &peer.name, "-br", "link", "show", "dp"]).output().expect("ip");
+        peer.mac = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2).unwrap_or_default().to_owned();
+        peer
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
 
@@ -168,6 +211,11 @@ pub enum ProxyMode {
 /// A proxy request's head, up to the blank line; `None` if the client
 /// leaves first.
 async fn request_head(client: &mut tokio::net::TcpStream) -> Option<String> {
+    head_of(client).await
+}
+
+/// A request's head on any stream, up to the blank line.
+pub(crate) async fn head_of<S: tokio::io::AsyncRead + Unpin>(client: &mut S) -> Option<String> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(client.read_u8().await.ok()?);
@@ -217,6 +265,13 @@ pub fn connect_proxy(bg: &Background, addr: SocketAddr, mode: ProxyMode) -> Sock
 /// A TLS server on `addr` for `names`, with a certificate signed by a new
 /// CA; returns the bound address and the CA as PEM.
 pub fn tls_server(bg: &Background, addr: SocketAddr, names: &[&str]) -> (SocketAddr, String) {
+    tls_http_server(bg, addr, names, "200 OK")
+}
+
+/// The same, answering every request with `status` (`401 Unauthorized`,
+/// as registry.k8s.io answers `GET /v2/`) once it has read the request's
+/// head, as a registry does.
+pub fn tls_http_server(bg: &Background, addr: SocketAddr, names: &[&str], status: &str) -> (SocketAddr, String) {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     ca.distinguished_name.push(rcgen::DnType::CommonName, "node-init test egress CA");
@@ -231,12 +286,16 @@ pub fn tls_server(bg: &Background, addr: SocketAddr, names: &[&str]) -> (SocketA
     let acceptor = tls_acceptor(leaf.der().clone(), &key);
     let listener = bg.listen(addr);
     let bound = listener.local_addr().expect("local addr");
+    let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
     bg.spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                    if head_of(&mut tls).await.is_some() {
+                        let _ = tls.write_all(answer.as_bytes()).await;
+                    }
                     let _ = tls.shutdown().await;
                 }
             });

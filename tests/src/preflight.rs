@@ -50,18 +50,49 @@ impl Preflight {
     /// `node-init verify --config C --output json ARGS` in the namespace,
     /// with exactly `config` in C.
     pub fn output(&self, config: &str, args: &[&str]) -> Output {
+        self.output_after("true", config, args)
+    }
+
+    /// The same after the shell command `setup`, in a mount and UTS
+    /// namespace of that run's own (see [`Netns::node_init_after`]).
+    pub fn output_after(&self, setup: &str, config: &str, args: &[&str]) -> Output {
         let cfg = self.dir.path().join("c.yaml");
         std::fs::write(&cfg, config).unwrap();
         let mut all = vec!["verify", "--config", cfg.to_str().unwrap(), "--output", "json"];
         all.extend_from_slice(args);
-        self.ns.node_init(&all)
+        self.ns.node_init_after(setup, &all)
     }
 
     /// The same, read: the exit code and the report.
     pub fn verify(&self, config: &str, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-        let out = self.output(config, args);
+        self.verify_after("true", config, args)
+    }
+
+    /// Read, after `setup`.
+    pub fn verify_after(&self, setup: &str, config: &str, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let out = self.output_after(setup, config, args);
         let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
         (out.status.code(), v)
+    }
+
+    /// The node's own resolv.conf.
+    pub fn resolv_conf(&self, content: &str) {
+        std::fs::write(self.ns.etc().join("resolv.conf"), content).unwrap();
+    }
+
+    /// Makes the node MAAS-deployed as curtin does: a datasource config
+    /// whose `metadata_url` is `url`, in the node's own /etc/cloud.
+    pub fn maas_datasource(&self, url: &str) {
+        // `ip netns exec` binds /etc/netns/NAME/cloud over /etc/cloud, which
+        // must exist for it; an empty directory changes nothing else.
+        std::fs::create_dir_all("/etc/cloud").unwrap();
+        let dir = self.ns.etc().join("cloud/cloud.cfg.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = format!(
+            "#cloud-config\ndatasource:\n  MAAS:\n    consumer_key: ck\n    metadata_url: {url}\n    \
+             token_key: tk\n    token_secret: ts\n"
+        );
+        std::fs::write(dir.join("90_maas_cloud_config.cfg"), cfg).unwrap();
     }
 
     /// `verify --timeout TIMEOUT` as the node: its FQDN and the stand-in
