@@ -35,7 +35,7 @@ fn init_user_data_round_trips_into_kubeadm_init_with_the_ca_and_kube_vip() {
     let s = Secrets::new();
     let cluster = "kubernetes:\n  endpoint: 10.11.12.100:6443\n  version: v1.31.4\n  vip: {interface: eth0}\n";
     let ud = userdata("init", cluster, &s);
-    assert!(ud.starts_with("#cloud-config\n") && ud.contains("path: /etc/node-init/config.yaml"), "{ud}");
+    assert!(ud.starts_with("#cloud-config\n") && ud.contains("path: /etc/node-init/config.d/50-userdata.yaml"), "{ud}");
     assert!(ud.contains("permissions: \"0600\"") && ud.contains("owner: root:root"), "{ud}");
     let node = Node::new(&ud, 0);
     let out = node.run();

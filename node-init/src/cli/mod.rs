@@ -4,6 +4,8 @@
 //! other failure 1.
 
 mod cert_hash;
+mod completions;
+mod config;
 mod run;
 mod secrets;
 mod status;
@@ -64,6 +66,9 @@ enum Command {
     CertHash(cert_hash::Args),
     Secrets(secrets::Args),
     Userdata(userdata::Args),
+    Config(config::Args),
+    Completions(completions::Args),
+    Man(completions::ManArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -90,6 +95,9 @@ pub fn main() -> ExitCode {
             Command::CertHash(a) => cert_hash::run(a),
             Command::Secrets(a) => secrets::run(a),
             Command::Userdata(a) => userdata::run(a),
+            Command::Config(a) => config::run(a),
+            Command::Completions(a) => completions::run(a),
+            Command::Man(a) => completions::man(a),
         }
     });
     match result {

@@ -40,7 +40,7 @@ pub struct Args {
 pub async fn run(a: Args) -> Result<u8> {
     let root = super::root_arg(a.root.as_deref())?;
     let loaded = config::load(&root, a.config.as_deref())?;
-    tracing::info!(origin = %loaded.origin, "configuration loaded");
+    tracing::info!(origin = %loaded.origin(), "configuration loaded");
     let node = Node::gather(&root, &loaded.config)?;
     if let Err(why) = &node.fqdn {
         tracing::warn!(error = %why, "no FQDN");

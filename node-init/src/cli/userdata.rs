@@ -4,7 +4,8 @@
 //! `--secrets`, what `node-init secrets` minted, become one node-init config
 //! that is validated exactly as the node will validate it, then wrapped in a
 //! `#cloud-config` whose only job is `write_files` of
-//! `/etc/node-init/config.yaml` (0600, root:root). Everything else is done
+//! `/etc/node-init/config.d/50-userdata.yaml` (0600, root:root), a layer
+//! over the image's own `/etc/node-init/config.yaml`. Everything else is done
 //! by the unit baked into the image. Only the init node's data holds the
 //! CA key; a worker's holds no certificate key either.
 
@@ -101,7 +102,7 @@ pub fn render(config: &Value) -> Result<String> {
     let content = serde_saphyr::to_string(config).context("writing the node's config as YAML")?;
     let cloud = json!({
         "write_files": [{
-            "path": config::CONFIG_PATH,
+            "path": config::USERDATA_LAYER,
             "owner": "root:root",
             "permissions": "0600",
             "content": content,

@@ -8,6 +8,7 @@
 //! present by construction. Nothing is written before both have passed.
 
 mod intake;
+pub mod layers;
 mod validate;
 pub mod values;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::options::DuplicateKeyPolicy;
 
-pub use intake::{CONFIG_PATH, Loaded, Origin, USER_DATA_PATH, load};
+pub use intake::{CONFIG_DIR, CONFIG_PATH, Loaded, USER_DATA_PATH, USERDATA_LAYER, load, merged};
 use validate::validate;
 use values::*;
 
@@ -112,6 +113,34 @@ pub struct Proxy {
     #[serde(default)]
     pub no_proxy: Vec<NoProxyEntry>,
     pub ca_cert: Option<PemCerts>,
+    /// Which proxy apt uses.
+    #[serde(default)]
+    pub apt: AptProxy,
+}
+
+/// apt's proxy: MAAS often runs its own for apt, which curtin writes to
+/// `/etc/apt/apt.conf.d/90curtin-aptproxy`; the corporate proxy's file
+/// would sort after it and win.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AptProxy {
+    /// MAAS's apt proxy when curtin set one, else the corporate proxy.
+    #[default]
+    Inherit,
+    /// The corporate proxy, over MAAS's.
+    Proxy,
+    /// node-init writes nothing for apt.
+    None,
+}
+
+impl AptProxy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inherit => "inherit",
+            Self::Proxy => "proxy",
+            Self::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,7 +12,7 @@ pub mod trust;
 use anyhow::Result;
 use async_trait::async_trait;
 
-use crate::config::{Config, Proxy};
+use crate::config::{AptProxy, Config, Proxy};
 use crate::distro::{self, Family};
 use crate::root::Change;
 use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
@@ -21,6 +21,8 @@ pub use render::{NoProxyInputs, no_proxy};
 pub const ENVIRONMENT: &str = "/etc/environment";
 pub const PROFILE: &str = "/etc/profile.d/node-init-proxy.sh";
 pub const APT: &str = "/etc/apt/apt.conf.d/90node-init-proxy";
+/// MAAS's apt proxy, as curtin writes it at deployment.
+pub const CURTIN_APT: &str = "/etc/apt/apt.conf.d/90curtin-aptproxy";
 pub const DNF: &str = "/etc/dnf/dnf.conf";
 pub const MANAGER: &str = "/etc/systemd/system.conf.d/node-init-proxy.conf";
 pub const DROP_INS: [&str; 2] = [
@@ -50,7 +52,7 @@ impl Stage for ProxyStage {
         for entry in &p.no_proxy {
             f.add("no_proxy", &entry.0);
         }
-        f.add("ca_cert", p.ca_cert.as_ref().map_or("", |c| c.pem.as_str()));
+        f.add("ca_cert", p.ca_cert.as_ref().map_or("", |c| c.pem.as_str())).add("apt", p.apt.as_str());
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
@@ -72,7 +74,12 @@ impl Stage for ProxyStage {
             return Ok(Outcome::Skipped("no proxy configured".into()));
         }
         details.insert("changed".into(), changed.into());
-        Ok(Outcome::Done(Done::new(details)))
+        let apt = details.get("apt").and_then(|v| v.as_str()).map(str::to_owned);
+        let done = Done::new(details);
+        Ok(Outcome::Done(match apt {
+            Some(line) => done.summary(line),
+            None => done,
+        }))
     }
 }
 
@@ -100,10 +107,11 @@ fn apply_environment(cx: &Context<'_>, family: Family, p: &Proxy, details: &mut 
         track(ENVIRONMENT, cx.write(ENVIRONMENT, text.as_bytes(), 0o644)?);
     }
     match family {
-        Family::Debian => track(
-            APT,
-            put(cx, APT, on.then(|| render::apt_conf(http, https, &render::apt_direct_hosts(&inputs))), secret_mode)?,
-        ),
+        Family::Debian => {
+            let apt = on && apt_uses_ours(cx, p, details)?;
+            let conf = apt.then(|| render::apt_conf(http, https, &render::apt_direct_hosts(&inputs)));
+            track(APT, put(cx, APT, conf, secret_mode)?)
+        }
         Family::Rhel => {
             if let Some(now) = cx.root.read_string_opt(DNF)? {
                 track(DNF, cx.write(DNF, render::dnf_conf(&now, https.or(http)).as_bytes(), 0o644)?);
@@ -119,6 +127,20 @@ fn apply_environment(cx: &Context<'_>, family: Family, p: &Proxy, details: &mut 
         details.insert("no_proxy".into(), np.join(",").into());
     }
     Ok(changed)
+}
+
+/// Whether apt gets the corporate proxy (`proxy.apt`); says in `details`
+/// when apt keeps MAAS's.
+fn apt_uses_ours(cx: &Context<'_>, p: &Proxy, details: &mut Details) -> Result<bool> {
+    let maas = cx.root.exists(CURTIN_APT);
+    let (ours, said) = match (p.apt, maas) {
+        (AptProxy::None, _) => (false, "apt: none (proxy.apt)".to_owned()),
+        (AptProxy::Proxy, _) => (true, "apt: the proxy (proxy.apt)".to_owned()),
+        (AptProxy::Inherit, true) => (false, format!("apt: MAAS's proxy ({CURTIN_APT})")),
+        (AptProxy::Inherit, false) => (true, "apt: the proxy (no MAAS apt proxy)".to_owned()),
+    };
+    details.insert("apt".into(), said.into());
+    Ok(ours)
 }
 
 /// Writes `content` to a file node-init owns whole, or removes the file.

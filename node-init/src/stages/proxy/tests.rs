@@ -147,3 +147,28 @@ fn rotating_only_the_proxy_password_reruns_the_stage_and_rewrites_every_file() {
     assert_eq!(w.run(&[&ProxyStage], &with("new-secret"), false), End::Done);
     assert_eq!(w.record("proxy").attempts, 2);
 }
+
+#[test]
+fn apt_keeps_maas_proxy_by_default_and_proxy_apt_decides() {
+    let curtin = "Acquire::http::Proxy \"http://10.11.12.2:8000/\";\n";
+    for (mode, with_curtin, ours) in
+        [("", true, false), ("", false, true), ("  apt: proxy\n", true, true), ("  apt: none\n", false, false)]
+    {
+        let s = sandbox(DEBIAN);
+        if with_curtin {
+            s.write(CURTIN_APT, curtin);
+        }
+        let cfg = config::parse(&format!("proxy:\n  http: http://10.0.0.1:3128\n{mode}"), "t").unwrap();
+        let Outcome::Done(done) = s.stage(&ProxyStage, &cfg).unwrap() else { panic!("not done") };
+        assert_eq!(s.root.exists(APT), ours, "proxy.apt {mode:?}, curtin's file {with_curtin}");
+        if with_curtin {
+            assert_eq!(s.read(CURTIN_APT), curtin, "MAAS's apt proxy is never touched");
+        }
+        let line = done.summary.unwrap_or_default();
+        if with_curtin && !ours {
+            assert_eq!(line, format!("apt: MAAS's proxy ({CURTIN_APT})"));
+        }
+        // Everything else still gets the proxy.
+        assert!(s.read(ENVIRONMENT).contains("http://10.0.0.1:3128"));
+    }
+}
