@@ -2,6 +2,12 @@
 //! `NODE_INIT_LOG` (an `EnvFilter` directive such as `debug` or
 //! `node_init=trace`), default `info`. Stdout is left to machine output.
 //!
+//! When stderr is the journal (`JOURNAL_STREAM` names stderr's device and
+//! inode, as systemd sets it for a unit's stream), each line starts with its
+//! syslog priority, `<3>` for an error down to `<7>` for debug, the prefix
+//! sd-daemon(3) describes and journald's `SyslogLevelPrefix=` reads, so
+//! `journalctl -u node-init -p err` shows the errors.
+//!
 //! The same lines are also kept in memory ([`captured`]), the last
 //! [`CAPTURE_LIMIT`] bytes of them, so a failure reported to MAAS can carry
 //! this run's log without asking journald.
@@ -9,8 +15,12 @@
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The most of this run's log kept in memory: the newest lines win.
@@ -26,13 +36,60 @@ struct Captured {
 
 pub fn init() {
     let filter = EnvFilter::try_from_env("NODE_INIT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let journal = stderr_is_journal();
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(!journal && std::io::stderr().is_terminal())
         .with_target(false);
+    let stderr = stderr.event_format(Priority { prefix: journal, inner: tracing_subscriber::fmt::format() });
     let memory = tracing_subscriber::fmt::layer().with_writer(|| Capture).with_ansi(false).with_target(false);
     // A second init (in tests) keeps the first subscriber; that is fine.
     let _ = tracing_subscriber::registry().with(filter).with(stderr).with(memory).try_init();
+}
+
+/// What goes before a line node-init prints itself on stderr at `level`
+/// (the final error): the priority in the journal, else nothing.
+pub fn prefix(level: &Level) -> String {
+    if stderr_is_journal() { format!("<{}>", priority(level)) } else { String::new() }
+}
+
+/// Is stderr the journal's stream? systemd sets `JOURNAL_STREAM` to
+/// `DEVICE:INODE` of the stream it connected; a child whose stderr was
+/// redirected elsewhere inherits the variable but not the stream.
+fn stderr_is_journal() -> bool {
+    let Ok(want) = std::env::var("JOURNAL_STREAM") else { return false };
+    let Ok(st) = nix::sys::stat::fstat(std::io::stderr()) else { return false };
+    want == format!("{}:{}", st.st_dev, st.st_ino)
+}
+
+/// sd-daemon(3)'s priority for a level: err, warning, info, debug.
+fn priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// A format that puts `<N>` before each event when `prefix` is set.
+struct Priority<F> {
+    prefix: bool,
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        if self.prefix {
+            write!(writer, "<{}>", priority(event.metadata().level()))?;
+        }
+        self.inner.format_event(ctx, writer, event)
+    }
 }
 
 /// This run's log as far as it is kept, oldest line first.
@@ -71,6 +128,45 @@ impl std::io::Write for Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn in_the_journal_each_line_carries_its_syslog_priority() {
+        for (prefix, want) in [(true, ["<3>", "<4>", "<6>"]), (false, ["", "", ""])] {
+            let buf = Buf::default();
+            let b = buf.clone();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(move || b.clone())
+                .with_ansi(false)
+                .event_format(Priority { prefix, inner: tracing_subscriber::fmt::format().without_time() });
+            let sub = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(sub, || {
+                tracing::error!("e");
+                tracing::warn!("w");
+                tracing::info!("i");
+            });
+            let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3, "{text}");
+            for (line, p) in lines.iter().zip(want) {
+                assert_eq!(line.starts_with('<'), prefix, "{line}");
+                assert!(line.starts_with(p), "{line} should start with {p:?}");
+            }
+        }
+    }
 
     #[test]
     fn the_capture_keeps_the_newest_lines_within_its_limit() {

@@ -14,6 +14,8 @@ mod crash;
 mod events;
 // `node-image build` against bases GNU tar made.
 mod image;
+// stderr as the journal reads it: a syslog priority on every line.
+mod journal;
 // The kubernetes stage with the kubeadm double in the real rootfs.
 mod kubernetes;
 // The patch stage with real apt in the real rootfs.

@@ -103,7 +103,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("node-init: error: {e:#}");
+            eprintln!("{}node-init: error: {e:#}", logging::prefix(&tracing::Level::ERROR));
             ExitCode::from(exit_code(&e))
         }
     }
