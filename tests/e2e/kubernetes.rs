@@ -187,3 +187,105 @@ fn a_rerun_that_cannot_reach_the_api_server_resets_nothing() {
     assert!(node.calls().is_empty(), "kubeadm was called: {:?}", node.calls());
     assert_eq!(node.read("var/lib/etcd/member/snap/db"), "the cluster");
 }
+
+#[test]
+fn userdata_says_when_its_token_and_uploaded_certificates_stop_working() {
+    let s = Secrets::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster.yaml");
+    std::fs::write(&cluster, "kubernetes:\n  endpoint: 10.11.12.100:6443\n  token_ttl: 12h\n").unwrap();
+    let c = cluster.display().to_string();
+    let out = node_init(&["userdata", "--role", "control-plane", "--config", &c, "--secrets", &s.arg()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let id = &s.get("token")[..6];
+    assert!(err.contains(&format!("bootstrap token {id}, which expires 12h after the init node's kubeadm init")));
+    assert!(err.contains("within 12h of the init node's first boot"), "{err}");
+    assert!(err.contains("kubeadm deletes after 2h: deploy this node within 2h"), "{err}");
+    assert!(err.contains("node-init join-material --role control-plane"), "{err}");
+    assert!(!err.contains(&s.get("token")) && !err.contains(&s.get("certificate-key")), "a secret on stderr: {err}");
+}
+
+/// A cluster's first node, as `join-material` finds it: its user data
+/// taken in, admin.conf and the CA where kubeadm put them.
+fn first_node(s: &Secrets, api: &node_init_tests::kube::ApiServer) -> Node {
+    let cluster = format!(
+        "hostname: node1.maas\nkubernetes:\n  endpoint: {}\n  version: v1.31.4\n  vip: {{interface: eth0}}\n  \
+         kubelet_extra_args: {{node-labels: site=lab, node-ip: 10.11.12.21}}\n",
+        api.addr
+    );
+    let node = Node::new(&userdata("init", &cluster, s), 0);
+    node.control_plane(&s.cluster_ca(), &api.addr.to_string());
+    node
+}
+
+#[test]
+fn join_material_grows_a_one_node_cluster_with_a_fresh_token_and_certificate_key() {
+    let s = Secrets::new();
+    let ca = s.cluster_ca();
+    let bg = Background::new();
+    let api = api_server(&bg, "127.0.0.1:0".parse().unwrap(), &ca, &s.get("token"), Serve::Good);
+    let first = first_node(&s, &api);
+    let out = node_init(&["join-material", "--root", &first.arg(), "--role", "control-plane", "--ttl", "2h"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        first.calls(),
+        ["token create --ttl 2h0m0s --print-join-command", "init phase upload-certs --upload-certs"]
+    );
+    let [(token, ttl)] = &first.tokens()[..] else { panic!("{:?}", first.tokens()) };
+    assert_eq!(ttl, "2h0m0s");
+    let key = first.read("var/log/kubeadm/certificate-key").trim().to_owned();
+    assert_ne!(token, &s.get("token"));
+    assert_ne!(key, s.get("certificate-key"));
+    // Secrets reach stdout only; stderr says when they stop working.
+    let ud = text(&out.stdout);
+    let err = text(&out.stderr);
+    for secret in [&token[7..], &key, "PRIVATE KEY"] {
+        assert!(!err.contains(secret), "a secret on stderr: {err}");
+    }
+    assert!(err.contains(&format!("the bootstrap token {} expires in 2h, at ", &token[..6])), "{err}");
+    assert!(err.contains("control-plane certificates uploaded under the new key in 2h"), "{err}");
+    assert!(ud.starts_with("#cloud-config\n") && !ud.contains("PRIVATE KEY") && !ud.contains("node1.maas"), "{ud}");
+    assert!(!ud.contains("node-ip") && ud.contains("site=lab"), "{ud}");
+
+    // The user data works: a new node takes it and joins with the new
+    // token, which the bootstrap signer signs cluster-info for.
+    api.add_token(token);
+    let second = Node::new(&ud, 0);
+    let joined = second.run();
+    assert_eq!(joined.status.code(), Some(0), "{}", text(&joined.stderr));
+    assert_eq!(second.calls(), ["join --config /etc/node-init/kubeadm.yaml"]);
+    let config = second.read("var/log/kubeadm/config.1");
+    assert!(config.contains(&format!("tlsBootstrapToken: {token}")), "{config}");
+    assert!(config.contains(&format!("certificateKey: {key}")), "{config}");
+    assert!(config.contains(&format!("- {}", s.get("ca-cert-hash"))), "{config}");
+}
+
+#[test]
+fn join_material_for_a_worker_uploads_no_certificates() {
+    let s = Secrets::new();
+    let bg = Background::new();
+    let api = api_server(&bg, "127.0.0.1:0".parse().unwrap(), &s.cluster_ca(), &s.get("token"), Serve::Good);
+    let first = first_node(&s, &api);
+    let out = node_init(&["join-material", "--root", &first.arg(), "--role", "worker"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // kubernetes.token_ttl's default, kubeadm's own.
+    assert_eq!(first.calls(), ["token create --ttl 24h0m0s --print-join-command"]);
+    let ud = text(&out.stdout);
+    assert!(ud.contains("role: worker") && !ud.contains("certificate_key"), "{ud}");
+    assert!(ud.contains(&first.tokens()[0].0), "{ud}");
+}
+
+#[test]
+fn join_material_where_kubeadm_cannot_reach_the_cluster_fails_with_kubeadms_words() {
+    let s = Secrets::new();
+    let bg = Background::new();
+    let api = api_server(&bg, "127.0.0.1:0".parse().unwrap(), &s.cluster_ca(), &s.get("token"), Serve::Good);
+    let first = first_node(&s, &api);
+    std::fs::remove_file(first.path("etc/kubernetes/admin.conf")).unwrap();
+    let out = node_init(&["join-material", "--root", &first.arg(), "--role", "control-plane"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("creating a bootstrap token") && err.contains("failed to load admin kubeconfig"), "{err}");
+    assert!(out.stdout.is_empty());
+}

@@ -9,7 +9,9 @@
 //! successful `init`/`join` lays down what the test put under
 //! `/var/log/kubeadm/issue/` (the kubelet.conf and client certificate the
 //! kubelet's TLS bootstrap would write); `reset -f` deletes what kubeadm's
-//! reset deletes.
+//! reset deletes. `token create` and `init phase upload-certs` answer as
+//! kubeadm does, on stdout, only where admin.conf lets them talk to the
+//! cluster, and keep what they minted under `/var/log/kubeadm/`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,39 @@ echo "$*" >> $log/argv
 if [ "$1" = version ]; then echo v1.31.4; exit 0; fi
 if [ "$2" = --config ]; then cp "$3" $log/config.$n; fi
 if [ -f /etc/kubernetes/manifests/kube-vip.yaml ]; then cp /etc/kubernetes/manifests/kube-vip.yaml $log/kube-vip.$n; fi
+# The value after flag $1 in the rest of the arguments.
+flag() { f=$1; shift; while [ $# -gt 1 ]; do [ "$1" = "$f" ] && { echo "$2"; return; }; shift; done; }
+# What talks to the cluster does it as admin.conf's user.
+admin() {
+  [ -f /etc/kubernetes/admin.conf ] && return
+  echo "failed to load admin kubeconfig: open /etc/kubernetes/admin.conf: no such file or directory" >&2
+  exit 1
+}
+chars() { tr -dc 'a-z0-9' </dev/urandom | head -c "$1"; }
+case "$1 $2 $3" in
+"init phase upload-certs")
+  admin
+  # Without --config, kubeadm first asks dl.k8s.io for the stable version.
+  echo 'W0101 00:00:00.000000       1 version.go:104] could not fetch a Kubernetes version from the internet: unable to get URL "https://dl.k8s.io/release/stable-1.txt"' >&2
+  key=$(flag --certificate-key "$@")
+  [ -n "$key" ] || key=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+  echo "$key" > $log/certificate-key
+  echo '[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace'
+  echo '[upload-certs] Using certificate key:'
+  echo "$key"
+  exit 0;;
+"token create"*)
+  admin
+  case "$3" in -*|"") token="$(chars 6).$(chars 16)";; *) token=$3;; esac
+  echo "$token $(flag --ttl "$@")" >> $log/tokens
+  case " $* " in *" --print-join-command "*) ;; *) echo "$token"; exit 0;; esac
+  # The endpoint and the CA pin come from admin.conf, as kubeadm's do.
+  server=$(sed -n 's#^ *server: https://##p' /etc/kubernetes/admin.conf | head -n 1)
+  sed -n 's/^ *certificate-authority-data: //p' /etc/kubernetes/admin.conf | base64 -d > $log/admin-ca.crt
+  pin=$(openssl x509 -pubkey -noout -in $log/admin-ca.crt | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)
+  echo "kubeadm join $server --token $token --discovery-token-ca-cert-hash sha256:$pin "
+  exit 0;;
+esac
 case "$1" in
 init|join)
   fails=$(cat $log/fail 2>/dev/null || echo 0)
@@ -122,6 +157,30 @@ impl Node {
         let pem = "/var/lib/kubelet/pki/kubelet-client-current.pem";
         self.write(&format!("{under}{}", &pem[1..]), &(cert + &key));
         self.write(&format!("{under}etc/kubernetes/kubelet.conf"), &kubeconfig(ca, server, pem));
+    }
+
+    /// The admin.conf of a control-plane node in the cluster of `ca`, and
+    /// its CA where kubeadm keeps it.
+    pub fn control_plane(&self, ca: &ClusterCa, server: &str) {
+        let (cert, key) = ca.client("kubernetes-admin", "kubeadm:cluster-admins");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let admin = format!(
+            "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://{server}\n  \
+             name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: kubernetes-admin\n  name: \
+             kubernetes-admin@kubernetes\ncurrent-context: kubernetes-admin@kubernetes\nkind: Config\nusers:\n- name: \
+             kubernetes-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&ca.cert_pem),
+            b64(&cert),
+            b64(&key)
+        );
+        self.write("etc/kubernetes/admin.conf", &admin);
+        self.write("etc/kubernetes/pki/ca.crt", &ca.cert_pem);
+    }
+
+    /// Every bootstrap token `token create` made, with its `--ttl`.
+    pub fn tokens(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.path("var/log/kubeadm/tokens")).unwrap_or_default();
+        text.lines().map(|l| l.split_once(' ').map(|(t, ttl)| (t.to_owned(), ttl.to_owned())).unwrap()).collect()
     }
 
     /// The argv of every kubeadm call so far, in order.

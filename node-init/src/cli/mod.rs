@@ -6,6 +6,7 @@
 mod cert_hash;
 mod completions;
 mod config;
+mod join_material;
 mod run;
 mod secrets;
 mod status;
@@ -64,6 +65,7 @@ enum Command {
     Status(status::Args),
     Verify(verify::Args),
     CertHash(cert_hash::Args),
+    JoinMaterial(join_material::Args),
     Secrets(secrets::Args),
     Userdata(userdata::Args),
     Config(config::Args),
@@ -93,6 +95,7 @@ pub fn main() -> ExitCode {
             Command::Status(a) => status::run(a),
             Command::Verify(a) => verify::run(a).await,
             Command::CertHash(a) => cert_hash::run(a),
+            Command::JoinMaterial(a) => join_material::run(a).await,
             Command::Secrets(a) => secrets::run(a),
             Command::Userdata(a) => userdata::run(a),
             Command::Config(a) => config::run(a),

@@ -210,6 +210,8 @@ pub struct KubernetesDoc {
     #[serde(default = "default_discovery_timeout")]
     pub discovery_timeout: Dur,
     #[serde(default)]
+    pub token_ttl: Ttl,
+    #[serde(default)]
     pub kubelet_extra_args: std::collections::BTreeMap<String, String>,
     pub image_repository: Option<ImageRepository>,
     #[serde(default)]
@@ -231,6 +233,10 @@ pub struct Kubernetes {
     /// How long a join waits for the API server's cluster-info (the VIP
     /// comes up only once the init node has run `kubeadm init`).
     pub discovery_timeout: Dur,
+    /// How long the init node's bootstrap token lives after `kubeadm
+    /// init` (kubeadm's `ttl`; `0s`: never expires). Joins with that token
+    /// must start within it; later ones need `node-init join-material`.
+    pub token_ttl: Ttl,
     /// Extra kubelet flags (without `--`), e.g. `provider-id`, `node-labels`.
     pub kubelet_extra_args: std::collections::BTreeMap<String, String>,
     /// The registry every image kubeadm pulls comes from (kubeadm's

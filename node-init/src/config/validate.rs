@@ -99,6 +99,7 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         token,
         vip,
         discovery_timeout: k.discovery_timeout,
+        token_ttl: k.token_ttl,
         kubelet_extra_args: k.kubelet_extra_args,
         image_repository: k.image_repository,
         ignore_preflight: k.ignore_preflight,

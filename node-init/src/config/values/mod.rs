@@ -105,6 +105,53 @@ impl FromStr for Dur {
 }
 from_str_deserialize!(Dur);
 
+/// A bootstrap token's lifetime, as kubeadm's `ttl`: a duration, where
+/// `0s` means the token never expires (which [`Dur`] refuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Duration);
+
+impl Ttl {
+    pub const DEFAULT: Self = Self(Duration::from_secs(24 * 3600));
+
+    pub fn never_expires(self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl Default for Ttl {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl FromStr for Ttl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim() == "0" {
+            return Ok(Self(Duration::ZERO));
+        }
+        humantime::parse_duration(s)
+            .map(Self)
+            .map_err(|_| format!("{s:?} is not a token lifetime (expected e.g. 24h, 2h30m, or 0s for never)"))
+    }
+}
+from_str_deserialize!(Ttl);
+
+/// Short, as an operator writes it: `24h`, `1h30m`, `45s`, `0s`.
+impl fmt::Display for Ttl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        let (h, m, sec) = (s / 3600, s % 3600 / 60, s % 60);
+        let mut out = String::new();
+        for (n, unit) in [(h, "h"), (m, "m"), (sec, "s")] {
+            if n > 0 {
+                out.push_str(&format!("{n}{unit}"));
+            }
+        }
+        f.write_str(if out.is_empty() { "0s" } else { &out })
+    }
+}
+
 /// A host and a port: `10.11.12.100:6443`, `[fd00::1]:6443`, `api.maas:6443`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -276,6 +323,19 @@ mod tests {
         assert!("1.31".parse::<KubeVersion>().is_err());
         assert_eq!("5m".parse::<Dur>().unwrap().0, Duration::from_secs(300));
         assert!("0s".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn a_token_lifetime_of_zero_never_expires() {
+        for never in ["0s", "0", "0m"] {
+            assert!(never.parse::<Ttl>().unwrap().never_expires(), "{never}");
+        }
+        let day = "24h".parse::<Ttl>().unwrap();
+        assert_eq!(day, Ttl::default());
+        assert_eq!(day.to_string(), "24h");
+        assert_eq!("90m".parse::<Ttl>().unwrap().to_string(), "1h30m");
+        assert_eq!("0s".parse::<Ttl>().unwrap().to_string(), "0s");
+        assert!("soon".parse::<Ttl>().unwrap_err().contains("0s for never"));
     }
 
     #[test]

@@ -29,7 +29,6 @@ pub fn kube_vip_needs_super_admin(v: KubeVersion) -> bool {
 }
 
 const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(240);
-const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A YAML scalar that stays a string whatever it holds.
 fn quote(s: &str) -> String {
@@ -70,7 +69,8 @@ fn node_registration(out: &mut String, v: KubeVersion, local: &Local) {
 
 /// InitConfiguration and ClusterConfiguration for the first control-plane
 /// node. `--upload-certs` goes on the command line: neither API version
-/// has a field for it.
+/// has a field for it. The token lives `kubernetes.token_ttl` (`0s`:
+/// kubeadm never deletes it).
 pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, local: &Local) -> String {
     let api = api_version(v);
     let token = &k.token;
@@ -80,7 +80,7 @@ pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, local: &Local)
         "bootstrapTokens:\n- token: {}\n  ttl: {}\n  groups:\n  - system:bootstrappers:kubeadm:default-node-token\n  \
          usages:\n  - signing\n  - authentication\n",
         token.expose(),
-        go_duration(TOKEN_TTL)
+        go_duration(k.token_ttl.0)
     );
     let _ = writeln!(out, "certificateKey: {}", key.0.expose());
     out.push_str("localAPIEndpoint:\n");

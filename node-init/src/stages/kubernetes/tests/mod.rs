@@ -336,4 +336,15 @@ fn derived_addresses_reach_kubeadm_as_advertise_address_and_node_ip() {
     assert!(vip.contains("value: \"bond0\""), "{vip}");
 }
 
+#[test]
+fn the_init_token_lives_token_ttl_and_0s_never_expires() {
+    let ca = ClusterCa::new();
+    for (ttl, want) in [("", "24h0m0s"), ("  token_ttl: 2h\n", "2h0m0s"), ("  token_ttl: 0s\n", "0s")] {
+        let k = config::parse(&(init_yaml("  version: v1.31.4\n", &ca) + ttl), "t").unwrap().kubernetes.unwrap();
+        let init = init_config(&k, "v1.31.4".parse().unwrap(), None);
+        let doc: serde_json::Value = serde_saphyr::from_str(init.split("---\n").next().unwrap()).unwrap();
+        assert_eq!(doc["bootstrapTokens"][0]["ttl"], want, "{ttl}");
+    }
+}
+
 mod membership;
