@@ -1,6 +1,9 @@
 //! `node-image build` against bases made by GNU tar from trees the test
 //! writes: every entry type kept as it was, identity reset, the same bytes
-//! twice, and bad inputs leaving nothing behind.
+//! twice, and bad inputs leaving nothing behind; what a run on the base
+//! left (node-init's state, cloud-init's records, config drop-ins) left
+//! out with its reason, a baked cluster secret refused, missing Kubernetes
+//! tools named.
 
 use node_init_tests::tarbase::TarBase;
 use node_init_tests::{node_image, text};
@@ -137,4 +140,170 @@ fn without_source_date_epoch_the_base_newest_mtime_is_used() {
         .find(|e| e.path().unwrap().ends_with("usr/local/sbin/node-init") && e.header().size().unwrap() == 122)
         .expect("the new binary");
     assert_eq!(binary.header().mtime().unwrap(), newest);
+}
+
+/// What `node-init run --root` and a booted cloud-init leave in a root.
+const RUN_LEFT: [(&str, &str); 7] = [
+    ("var/lib/node-init/done", ""),
+    ("var/lib/node-init/state.json", "{\"stages\": {}}\n"),
+    ("var/lib/cloud/data/instance-id", "i-1\n"),
+    ("var/lib/cloud/sem/config_scripts_per_once.once", ""),
+    ("var/lib/cloud/scripts/per-boot/10-tune.sh", "#!/bin/sh\n"),
+    ("var/lib/cloud/seed/nocloud/meta-data", "instance-id: base\n"),
+    ("etc/node-init/config.d/10-node.yaml", "hostname: node1\n"),
+];
+
+/// A site-wide config, as `node-init run --root` bakes it.
+const SITE: &str =
+    "proxy:\n  http: http://proxy.example:3128\n  https: http://proxy.example:3128\ndns:\n  domain: maas\n";
+
+const TOOLS: [(&str, &str); 4] = [
+    ("usr/bin/containerd", "elf"),
+    ("usr/bin/kubeadm", "elf"),
+    ("usr/local/bin/kubelet", "elf"),
+    ("usr/bin/kubectl", "elf"),
+];
+
+fn manifest(w: &TarBase, out: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(w.p(&format!("{out}.manifest.json"))).unwrap()).unwrap()
+}
+
+#[test]
+fn a_base_that_ran_node_init_boots_it_again_and_the_manifest_says_what_was_left_out() {
+    let mut files = RUN_LEFT.to_vec();
+    files.push(("etc/node-init/config.yaml", SITE));
+    files.extend(TOOLS);
+    let w = TarBase::with(&files);
+    let o = w.build("base.tar", "node-init", "a.tgz", "1800000000");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let after = w.listing("a.tgz");
+    // The unit's ConditionPathExists=!/var/lib/node-init/done would skip
+    // node-init on every machine.
+    for gone in [
+        "var/lib/node-init",
+        "var/lib/node-init/done",
+        "var/lib/node-init/state.json",
+        "var/lib/cloud/data",
+        "var/lib/cloud/data/instance-id",
+        "var/lib/cloud/sem/config_scripts_per_once.once",
+        "var/lib/cloud/instances",
+        "etc/node-init/config.d/10-node.yaml",
+    ] {
+        assert!(!after.contains_key(gone), "{gone} was kept");
+    }
+    for kept in [
+        "var/lib/cloud",
+        "var/lib/cloud/scripts/per-boot/10-tune.sh",
+        "var/lib/cloud/seed/nocloud/meta-data",
+        "etc/node-init/config.yaml",
+        "etc/node-init/config.d",
+        "usr/bin/kubeadm",
+    ] {
+        assert!(after.contains_key(kept), "{kept} was left out");
+    }
+    let f = std::fs::File::open(w.p("a.tgz")).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut config = String::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().ends_with("etc/node-init/config.yaml") {
+            std::io::Read::read_to_string(&mut e, &mut config).unwrap();
+        }
+    }
+    assert_eq!(config, SITE);
+
+    let m = manifest(&w, "a.tgz");
+    let why: Vec<(&str, Vec<&str>)> = m["removed_why"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r["rule"].as_str().unwrap(), r["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect())
+        })
+        .collect();
+    let rules: Vec<&str> = why.iter().map(|(r, _)| *r).collect();
+    assert_eq!(rules, ["identity", "node-init-state", "cloud-init-data", "node-init-config.d"]);
+    assert!(why[1].1.contains(&"var/lib/node-init/done") && why[3].1 == ["etc/node-init/config.d/10-node.yaml"]);
+    for r in m["removed_why"].as_array().unwrap() {
+        assert!(r["why"].as_str().is_some_and(|w| w.len() > 20), "{r}");
+    }
+    assert!(m["removed_why"][1]["why"].as_str().unwrap().contains("ConditionPathExists=!/var/lib/node-init/done"));
+    let listed: usize = why.iter().map(|(_, p)| p.len()).sum();
+    assert_eq!(m["removed"].as_array().unwrap().len(), listed);
+    assert_eq!(m["missing_tools"], serde_json::json!([]));
+    assert!(!text(&o.stderr).contains("warning"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_baked_config_holding_a_cluster_secret_is_refused_by_its_key_and_never_shown() {
+    for (yaml, key) in [
+        ("kubernetes:\n  token: abcdef.0123456789abcdef\n", "kubernetes.token"),
+        ("kubernetes:\n  certificate_key: SeCrEtKeY\n", "kubernetes.certificate_key"),
+        ("kubernetes:\n  ca:\n    cert: public\n    key: SeCrEtKeY\n", "kubernetes.ca.key"),
+    ] {
+        let config = format!("{SITE}{yaml}");
+        let w = TarBase::with(&[("etc/node-init/config.yaml", &config)]);
+        let o = w.build("base.tar", "node-init", "out.tgz", "1800000000");
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{key}: {err}");
+        assert!(
+            err.contains(&format!("{}: etc/node-init/config.yaml: holds {key} (", w.p("base.tar").display())),
+            "{err}"
+        );
+        assert!(!err.contains("abcdef") && !err.contains("SeCrEt"), "the secret was shown: {err}");
+        let left: Vec<_> = std::fs::read_dir(w.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("out.tgz"))
+            .collect();
+        assert!(left.is_empty(), "{key}: left {left:?}");
+    }
+
+    // The same from the overlays, before the base is read; and overlays
+    // may not put back what an image never carries.
+    let w = TarBase::new();
+    for (path, content, expect) in [
+        ("etc/node-init/config.yaml", "kubernetes:\n  token: abcdef.0123456789abcdef\n", "holds kubernetes.token"),
+        ("var/lib/node-init/done", "", "overlays: var/lib/node-init is left out of every image (node-init-state)"),
+    ] {
+        let overlays = w.p("overlays");
+        let _ = std::fs::remove_dir_all(&overlays);
+        node_init_tests::run(
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(node_init_tests::workspace().join("overlays"))
+                .arg(&overlays),
+        );
+        std::fs::create_dir_all(overlays.join(path).parent().unwrap()).unwrap();
+        std::fs::write(overlays.join(path), content).unwrap();
+        let mut args = w.build_args("base.tar", "node-init", "out.tgz");
+        let at = args.iter().position(|a| a == "--overlays").unwrap();
+        args[at + 1] = overlays.display().to_string();
+        let o = node_image(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert_eq!(o.status.code(), Some(2), "{path}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(expect) && !text(&o.stderr).contains("abcdef"), "{}", text(&o.stderr));
+        assert!(!w.p("out.tgz").exists());
+    }
+}
+
+#[test]
+fn a_base_without_the_kubernetes_tools_builds_with_a_warning_naming_them() {
+    let w = TarBase::with(&TOOLS[1..]);
+    let o = w.build("base.tar", "node-init", "a.tgz", "1800000000");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("warning: the image has no containerd (looked in /usr/bin and /usr/local/bin)"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(manifest(&w, "a.tgz")["missing_tools"], serde_json::json!(["containerd"]));
+
+    let w = TarBase::new();
+    let o = w.build("base.tar", "node-init", "b.tgz", "1800000000");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("the image has no containerd, kubeadm, kubelet, kubectl"), "{}", text(&o.stderr));
+    assert_eq!(
+        manifest(&w, "b.tgz")["missing_tools"],
+        serde_json::json!(["containerd", "kubeadm", "kubelet", "kubectl"])
+    );
 }

@@ -3,8 +3,10 @@
 //! symlink, a FIFO, a device node, a foreign owner, a fixed mtime) and the
 //! identity files an installed machine carries, tarred with xattrs and
 //! numeric owners, next to a minimal static ELF to pass as `--binary`.
-//! `listing` reads an archive back the way GNU tar lists it, so a test
-//! compares what came out with what went in.
+//! [`TarBase::with`] adds files of the test's own (what a run on the base
+//! left behind, a baked config, the Kubernetes tools). `listing` reads an
+//! archive back the way GNU tar lists it, so a test compares what came out
+//! with what went in.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +24,12 @@ impl TarBase {
     /// A tree with every entry type and the identity files, tarred by GNU
     /// tar with xattrs and numeric owners.
     pub fn new() -> Self {
+        Self::with(&[])
+    }
+
+    /// The same tree with `extra` files (path relative to the root, text)
+    /// besides.
+    pub fn with(extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("tree");
         for d in
@@ -46,6 +54,10 @@ impl TarBase {
         run(Command::new("chown").arg("1234:5678").arg(t.join("etc/ssh/sshd_config")));
         run(Command::new("touch").args(["-h", "-d", "@1700000000"]).arg(t.join("etc/hostname")));
         xattr::set(t.join("usr/local/sbin/su"), "user.node-image-test", b"kept").unwrap();
+        for (path, text) in extra {
+            std::fs::create_dir_all(t.join(path).parent().unwrap()).unwrap();
+            std::fs::write(t.join(path), text).unwrap();
+        }
         run(Command::new("tar")
             .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-cpf"])
             .arg(dir.path().join("base.tar"))

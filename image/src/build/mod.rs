@@ -6,13 +6,19 @@
 //! Everything kept keeps its type, mode, numeric owner, link target, device
 //! numbers and xattrs; user and group names are dropped and mtimes are
 //! clamped to `SOURCE_DATE_EPOCH`, so the same inputs give the same bytes.
+//! What a run on the base left behind (node-init's state, cloud-init's
+//! records, config drop-ins) never rides along, and a baked config holding a
+//! cluster secret stops the build as bad usage (exit 2).
 //!
 //! This file gathers the inputs, runs the repack into a gzip stream and
 //! writes the image, its `.sha256` and its manifest. `inputs` reads the
 //! binary and the overlays, `identity` says what is unique per machine,
-//! `repack` writes the entries, `output` puts the files in place only when
-//! they are whole.
+//! `drop` what the image never carries and why, `baked` checks the config
+//! and the tools, `repack` writes the entries, `output` puts the files in
+//! place only when they are whole.
 
+mod baked;
+mod drop;
 mod identity;
 mod inputs;
 mod output;
@@ -55,6 +61,30 @@ pub struct Args {
     pub source_date_epoch: Option<u64>,
 }
 
+/// Refuses overlays that put back what the image never carries, and checks
+/// a config they bake.
+fn check_overlays(new: &std::collections::BTreeMap<String, New>, dir: &std::path::Path) -> Result<()> {
+    for (path, item) in new {
+        if let Some(rule) = drop::rule_for(path) {
+            let why = format!(
+                "--overlays {}: {path} is left out of every image ({}): {}",
+                dir.display(),
+                rule.name,
+                rule.why
+            );
+            return Err(crate::UsageError(why).into());
+        }
+        if path == baked::CONFIG {
+            let origin = format!("--overlays {}: {path}", dir.display());
+            match item {
+                New::File { data, .. } => baked::check_config(data, &origin)?,
+                _ => return Err(crate::UsageError(format!("{origin} is not a file")).into()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What an image gets besides the base's entries.
 #[derive(Debug, Clone)]
 pub enum New {
@@ -67,6 +97,7 @@ pub fn run(a: &Args) -> Result<()> {
     let binary = std::fs::read(&a.binary).with_context(|| format!("reading --binary {}", a.binary.display()))?;
     inputs::check_static_x86_64(&binary).with_context(|| format!("--binary {}", a.binary.display()))?;
     let mut new = inputs::overlays(&a.overlays)?;
+    check_overlays(&new, &a.overlays)?;
     new.insert(BINARY_PATH.to_owned(), New::File { mode: 0o755, data: binary.clone() });
     identity::reset(&mut new);
     let out = Pending::new(&a.out)?;
@@ -77,7 +108,9 @@ pub fn run(a: &Args) -> Result<()> {
         .from_writer(HashingWriter { inner: out.file()?, hash: hasher.clone() });
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
-    let (base_hash, changes, epoch) = repack::repack(&a.base, &mut tar, &new, a.source_date_epoch)?;
+    let (base_hash, mut changes, epoch) = repack::repack(&a.base, &mut tar, &new, a.source_date_epoch)?;
+    changes.tools.extend(new.iter().filter(|(_, n)| !matches!(n, New::Dir(_))).filter_map(|(p, _)| baked::tool_at(p)));
+    let missing: Vec<&str> = baked::TOOLS.into_iter().filter(|t| !changes.tools.contains(t)).collect();
     let mut gz = tar.into_inner().context("finishing the tar stream")?;
     gz.finish().map_err(|e| anyhow::anyhow!("finishing the gzip stream: {e}"))?;
     let (hash, size) = {
@@ -101,8 +134,23 @@ pub fn run(a: &Args) -> Result<()> {
         "added": changes.added,
         "replaced": changes.replaced,
         "removed": changes.removed,
+        "removed_why": drop::RULES.iter().filter_map(|r| {
+            let paths = changes.removed_by.get(r.name)?;
+            Some(json!({"rule": r.name, "why": r.why, "paths": paths}))
+        }).collect::<Vec<_>>(),
+        "missing_tools": missing,
     });
     write_beside(&a.out, "manifest.json", (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes())?;
+    if !missing.is_empty() {
+        eprintln!(
+            "node-image: warning: the image has no {} (looked in /usr/bin and /usr/local/bin): node-init configures \
+             them but never installs them, so install them in the base",
+            missing.join(", ")
+        );
+    }
+    for (rule, paths) in &changes.removed_by {
+        eprintln!("node-image: left out {} path(s) of {rule}, e.g. /{}", paths.len(), paths[0]);
+    }
     eprintln!(
         "node-image: wrote {} ({size} bytes, sha256 {hash}): {} added, {} replaced, {} removed",
         a.out.display(),

@@ -2,9 +2,11 @@
 //!
 //! [`repack`] streams the base (tar or gzip tar, detected by its magic),
 //! copies each kept entry normalised ([`copy`]), drops what the new entries
-//! replace and what is per-machine identity, then appends the new entries
-//! with their missing parent directories ([`append_new`]). It hashes the
-//! base on the way and reports progress by the bytes read.
+//! replace and what a [`drop`](super::drop) rule keeps out, then appends the
+//! new entries with their missing parent directories ([`append_new`]). On
+//! the way it hashes the base, reports progress by the bytes read, checks a
+//! baked node-init config and notes which of the tools node-init configures
+//! the base carries ([`baked`](super::baked)).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -15,8 +17,14 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use crate::UsageError;
+
 use super::New;
-use super::identity::is_identity;
+use super::baked::{self, CONFIG};
+use super::drop::rule_for;
+
+/// A baked config larger than this is refused rather than read whole.
+const MAX_CONFIG: u64 = 1 << 20;
 
 /// What happened to the base's entries, for the manifest.
 #[derive(Debug, Default)]
@@ -24,6 +32,10 @@ pub struct Changes {
     pub added: Vec<String>,
     pub replaced: Vec<String>,
     pub removed: Vec<String>,
+    /// The removed paths by the name of the rule that removed them.
+    pub removed_by: BTreeMap<&'static str, Vec<String>>,
+    /// The tools node-init configures that the base carries.
+    pub tools: BTreeSet<&'static str>,
 }
 
 /// Streams the base into `tar`, then appends the new entries sorted.
@@ -61,20 +73,43 @@ pub fn repack<W: Write>(
         let norm = raw.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/').to_owned();
         prefix.get_or_insert_with(|| if raw.starts_with("./") { "./" } else { "" });
         if norm.is_empty() || norm == "." {
-            copy(tar, &mut entry, &raw, clamp)?;
+            copy(tar, &mut entry, &raw, clamp, None)?;
             continue;
         }
-        if entry.header().entry_type().is_dir() {
+        let kind = entry.header().entry_type();
+        if let Some(rule) = rule_for(&norm) {
+            changes.removed_by.entry(rule.name).or_default().push(norm.clone());
+            changes.removed.push(norm);
+            continue;
+        }
+        if kind.is_dir() {
             dirs.insert(norm.clone());
         }
-        if new.contains_key(&norm) && !(entry.header().entry_type().is_dir() && matches!(new[&norm], New::Dir(_))) {
+        if new.contains_key(&norm) && !(kind.is_dir() && matches!(new[&norm], New::Dir(_))) {
             changes.replaced.push(norm);
             continue;
         }
-        if is_identity(&norm) {
-            changes.removed.push(norm);
+        if kind.is_hard_link() {
+            let target = entry.link_name().with_context(bad)?.map(|t| t.to_string_lossy().into_owned());
+            let target = target.unwrap_or_default();
+            let target = target.trim_start_matches("./").trim_start_matches('/');
+            if let Some(rule) = rule_for(target) {
+                bail!(
+                    "--base {}: {norm} is a hard link to {target}, which the image leaves out ({}): \
+                     make it a file of its own in the base",
+                    base.display(),
+                    rule.name
+                );
+            }
+        }
+        if !kind.is_dir() {
+            changes.tools.extend(baked::tool_at(&norm));
+        }
+        if norm == CONFIG {
+            let data = baked_config(&mut entry, base)?;
+            copy(tar, &mut entry, &raw, clamp, Some(&data))?;
         } else {
-            copy(tar, &mut entry, &raw, clamp)?;
+            copy(tar, &mut entry, &raw, clamp, None)?;
         }
     }
     if count == 0 {
@@ -103,13 +138,34 @@ pub fn repack<W: Write>(
     Ok((hex, changes, epoch))
 }
 
+/// The base's `etc/node-init/config.yaml`, read and checked to hold no
+/// cluster secret. Only a regular file can be checked, so a link there is
+/// refused too.
+fn baked_config<R: Read>(entry: &mut tar::Entry<'_, R>, base: &Path) -> Result<Vec<u8>> {
+    let origin = format!("--base {}: {CONFIG}", base.display());
+    let kind = entry.header().entry_type();
+    if kind.is_symlink() || kind.is_hard_link() {
+        let why = "is a link; bake the file itself, so that build can check it holds no cluster secret";
+        return Err(UsageError(format!("{origin} {why}")).into());
+    }
+    if entry.header().size().unwrap_or(0) > MAX_CONFIG {
+        return Err(UsageError(format!("{origin} is larger than {MAX_CONFIG} bytes; it is no node-init config")).into());
+    }
+    let mut data = Vec::new();
+    entry.read_to_end(&mut data).with_context(|| format!("reading {origin}"))?;
+    baked::check_config(&data, &origin)?;
+    Ok(data)
+}
+
 /// Copies one base entry: same type, mode, numeric owner, link, device and
-/// xattrs; no user or group names; mtime clamped.
+/// xattrs; no user or group names; mtime clamped. `data`, when given, is
+/// the entry's content, already read.
 fn copy<W: Write, R: Read>(
     tar: &mut tar::Builder<W>,
     entry: &mut tar::Entry<'_, R>,
     path: &str,
     epoch: u64,
+    data: Option<&[u8]>,
 ) -> Result<()> {
     let mut h = entry.header().clone();
     let ctx = || format!("copying {path}");
@@ -142,7 +198,10 @@ fn copy<W: Write, R: Read>(
         h.set_size(0);
         return tar.append_link(&mut h, path, target).with_context(ctx);
     }
-    tar.append_data(&mut h, path, entry).with_context(ctx)
+    match data {
+        Some(data) => tar.append_data(&mut h, path, data).with_context(ctx),
+        None => tar.append_data(&mut h, path, entry).with_context(ctx),
+    }
 }
 
 fn append_new<W: Write>(tar: &mut tar::Builder<W>, path: &str, item: &New, epoch: u64) -> Result<()> {
