@@ -5,12 +5,13 @@
 //! chain) is 2, any other failure 1, as in node-init.
 
 mod build;
+mod help;
 mod progress;
 mod upload;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "node-image", version, max_term_width = 80)]
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     Build(build::Args),
     Upload(upload::Args),
+    Completions(help::CompletionsArgs),
+    Man(help::ManArgs),
 }
 
 /// Bad usage that clap cannot see (a malformed API key, a URL that is not
@@ -56,6 +59,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(a) => build::run(&a),
         Command::Upload(a) => upload::run(&a),
+        Command::Completions(a) => help::print(&help::completions(&a, Cli::command())),
+        Command::Man(_) => help::man(Cli::command()).and_then(|page| help::print(&page)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,7 +80,6 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 mod tests {
     use super::*;
     use anyhow::Context;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {

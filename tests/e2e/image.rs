@@ -3,7 +3,7 @@
 //! twice, and bad inputs leaving nothing behind; what a run on the base
 //! left (node-init's state, cloud-init's records, config drop-ins) left
 //! out with its reason, a baked cluster secret refused, missing Kubernetes
-//! tools named.
+//! tools named; and the command line's completions and man page.
 
 use node_init_tests::tarbase::TarBase;
 use node_init_tests::{node_image, text};
@@ -306,4 +306,23 @@ fn a_base_without_the_kubernetes_tools_builds_with_a_warning_naming_them() {
         manifest(&w, "b.tgz")["missing_tools"],
         serde_json::json!(["containerd", "kubeadm", "kubelet", "kubectl"])
     );
+}
+
+#[test]
+fn completions_and_the_man_page_render() {
+    let bash = node_image(&["completions", "bash"], &[]);
+    assert!(bash.status.success(), "{}", text(&bash.stderr));
+    let script = text(&bash.stdout);
+    assert!(script.contains("build") && script.contains("upload") && script.contains("--overlays"), "{script}");
+    for shell in ["zsh", "fish"] {
+        let o = node_image(&["completions", shell], &[]);
+        assert!(o.status.success() && text(&o.stdout).contains("upload"), "{shell}: {}", text(&o.stderr));
+    }
+    let o = node_image(&["completions", "tcsh"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let man = node_image(&["man"], &[]);
+    assert!(man.status.success(), "{}", text(&man.stderr));
+    let page = text(&man.stdout);
+    assert!(page.starts_with(".TH node-image 1"), "{page}");
+    assert!(page.contains(".SH \"NODE-IMAGE UPLOAD\"") && page.contains("\\-\\-chunk\\-size"), "{page}");
 }
