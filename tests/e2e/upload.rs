@@ -4,12 +4,13 @@
 //! a second run that resumes, and refusals that say what was wrong.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use node_init_tests::kube::ClusterCa;
-use node_init_tests::maas::{Fault, Maas, Put};
+use node_init_tests::maas::{Fault, Maas, Put, Version};
 use node_init_tests::net::Background;
-use node_init_tests::node_image;
+use node_init_tests::{node_image, workspace};
 
 const KEY: &str = "Xq7consumerKey2k9A:Tk3tokenKey8fHq2W:S3cr3tTokenSecretWithSomeLength9";
 const MIB: usize = 1 << 20;
@@ -250,4 +251,190 @@ fn an_https_region_is_trusted_through_ca_cert_and_refused_without_it() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("--ca-cert:") && text(&out).contains("holds no certificate"), "{}", text(&out));
     assert_eq!(maas.requests().len(), n);
+}
+
+/// Every chunk stored once, at its own offset: nothing MAAS held was sent
+/// again, whatever failed in between.
+fn each_chunk_stored_once(puts: &[Put], size: usize) {
+    let mut stored: Vec<u64> = puts.iter().filter(|p| p.outcome.starts_with("stored")).map(|p| p.offset).collect();
+    stored.sort_unstable();
+    let want: Vec<u64> = (0..size.div_ceil(MIB) as u64).map(|i| i * MIB as u64).collect();
+    assert_eq!(stored, want, "{puts:?}");
+}
+
+#[test]
+fn up_to_maas_3_4_the_exact_byte_is_resumed_whatever_the_regions() {
+    for version in [Version::new(3, 3, 1), Version::new(3, 4, 1), Version::new(3, 4, 3)] {
+        let bg = Background::new();
+        let maas = Maas::start_as(&bg, KEY, version);
+        let dir = tempfile::tempdir().unwrap();
+        let (img, data) = image(dir.path());
+        // The second chunk lands but its answer is lost; from the fourth
+        // MAAS answers 503 until the run gives up.
+        maas.fault(1, Fault::DropAfterStore);
+        for i in 3..8 {
+            maas.fault(i, Fault::Unavailable);
+        }
+        let first = upload(&maas, &img, &[]);
+        assert_eq!(first.status.code(), Some(1), "{version:?}: {}", text(&first));
+        assert!(text(&first).contains("giving up at byte 3145728 of 5767168"), "{version:?}: {}", text(&first));
+        // MAAS 3.4 and earlier send size / bytes held, not a percentage.
+        assert_eq!(maas.resources()[0].data.len(), 3 * MIB);
+
+        // With several regions the bytes still live once, in the database;
+        // without the upload record the create gives them back too.
+        if version.regions > 1 {
+            std::fs::remove_file(dir.path().join("pcg.tgz.upload.json")).unwrap();
+        }
+        let before = maas.puts().len();
+        let second = upload(&maas, &img, &[]);
+        assert!(second.status.success(), "{version:?}: {}", text(&second));
+        assert!(text(&second).contains("MAAS holds 3145728 of 5767168 bytes"), "{version:?}: {}", text(&second));
+        assert_eq!(offsets(&maas.puts()[before..]), [(3, "stored"), (4, "stored"), (5, "stored")], "{version:?}");
+        each_chunk_stored_once(&maas.puts(), data.len());
+        let [r] = &maas.resources()[..] else { panic!("{version:?}: one resource") };
+        assert!(r.complete && r.data == data, "{version:?}: the sha256 check did not pass");
+        assert!(!maas.requests().iter().any(|r| r.contains("regioncontrollers")), "{version:?}: regions asked");
+        assert_no_key(&second);
+    }
+}
+
+#[test]
+fn from_maas_3_5_one_region_resumes_exactly_within_a_run_and_across_runs() {
+    let bg = Background::new();
+    let maas = Maas::start_as(&bg, KEY, Version::new(3, 5, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let (img, data) = image(dir.path());
+    maas.fault(1, Fault::DropAfterStore);
+    for i in 3..8 {
+        maas.fault(i, Fault::Unavailable);
+    }
+    let first = upload(&maas, &img, &[]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    // After the lost answer MAAS said 2 MiB (its percentage, of one region).
+    assert_eq!(offsets(&maas.puts()[..3]), [(0, "stored"), (1, "stored, then dropped"), (2, "stored")]);
+    assert!(maas.requests().contains(&"GET /MAAS/api/2.0/regioncontrollers/".to_owned()));
+
+    // A create would start a new file no region holds: the second run goes
+    // on with the resource the record names instead.
+    let (before, creates) = (maas.puts().len(), maas.requests().iter().filter(|r| r.starts_with("POST")).count());
+    let second = upload(&maas, &img, &[]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(text(&second).contains("going on with resource") && text(&second).contains("MAAS holds 3145728 of"));
+    assert_eq!(offsets(&maas.puts()[before..]), [(3, "stored"), (4, "stored"), (5, "stored")]);
+    assert_eq!(maas.requests().iter().filter(|r| r.starts_with("POST")).count(), creates, "created again");
+    each_chunk_stored_once(&maas.puts(), data.len());
+    let [r] = &maas.resources()[..] else { panic!("one resource") };
+    assert!(r.complete && r.data == data);
+
+    let puts = maas.puts().len();
+    let third = upload(&maas, &img, &[]);
+    assert!(third.status.success() && text(&third).contains("MAAS already has custom/pcg"), "{}", text(&third));
+    assert_eq!(maas.puts().len(), puts);
+    assert_eq!(maas.requests().iter().filter(|r| r.starts_with("POST")).count(), creates);
+}
+
+#[test]
+fn from_maas_3_5_without_the_record_a_create_starts_the_file_over_as_maas_does() {
+    let bg = Background::new();
+    let maas = Maas::start_as(&bg, KEY, Version::new(3, 5, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let (img, data) = image(dir.path());
+    for i in 2..7 {
+        maas.fault(i, Fault::Unavailable);
+    }
+    assert_eq!(upload(&maas, &img, &[]).status.code(), Some(1));
+    let old = maas.resources()[0].file;
+    std::fs::remove_file(dir.path().join("pcg.tgz.upload.json")).unwrap();
+    let before = maas.puts().len();
+    let second = upload(&maas, &img, &[]);
+    assert!(second.status.success(), "{}", text(&second));
+    // MAAS dropped the old file's sync rows: the new file is held nowhere,
+    // so byte 0 is exact, and no offset is guessed from the old one.
+    let [r] = &maas.resources()[..] else { panic!("one resource") };
+    assert!(r.file != old && r.complete && r.data == data);
+    assert_eq!(
+        maas.puts()[before..].iter().map(|p| (p.offset / MIB as u64, p.file)).collect::<Vec<_>>(),
+        (0..6).map(|i| (i, r.file)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn from_maas_3_5_with_three_regions_the_file_is_started_over_and_the_reason_printed() {
+    let bg = Background::new();
+    let maas = Maas::start_as(&bg, KEY, Version::new(3, 5, 3));
+    let dir = tempfile::tempdir().unwrap();
+    let (img, data) = image(dir.path());
+    // A lost answer: MAAS's percentage is of three regions' bytes.
+    maas.fault(1, Fault::DropAfterStore);
+    let first = upload(&maas, &img, &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let why = "starting resource 7's file over from byte 0: MAAS 3.5 and later count the bytes of all 3 region \
+               controllers together (2097152 of 17301504), so the bytes this region holds cannot be known";
+    assert!(text(&first).contains(why), "{}", text(&first));
+    let puts = maas.puts();
+    let [r] = &maas.resources()[..] else { panic!("one resource") };
+    assert_eq!(offsets(&puts[..2]), [(0, "stored"), (1, "stored, then dropped")]);
+    assert!(puts[..2].iter().all(|p| p.file != r.file), "{puts:?}");
+    assert_eq!(
+        puts[2..].iter().map(|p| (p.offset / MIB as u64, p.file)).collect::<Vec<_>>(),
+        (0..6).map(|i| (i, r.file)).collect::<Vec<_>>()
+    );
+    // The sha256 passed on this region; MAAS calls it complete once the
+    // other two regions copied it.
+    assert!(r.data == data && !r.complete);
+    maas.sync_regions();
+    assert!(maas.resources()[0].complete);
+    let n = maas.puts().len();
+    let again = upload(&maas, &img, &[]);
+    assert!(again.status.success() && text(&again).contains("MAAS already has custom/pcg"), "{}", text(&again));
+    assert_eq!(maas.puts().len(), n);
+
+    // A run interrupted half way (three chunks in, the fourth unanswered)
+    // is started over by the next, which says why.
+    let maas = Maas::start_as(&bg, KEY, Version::new(3, 5, 3));
+    let dir = tempfile::tempdir().unwrap();
+    let (img, data) = image(dir.path());
+    maas.fault(3, Fault::Hang);
+    let mut first = Command::new(workspace().join("target/debug/node-image"))
+        .args(["upload", "--maas", &maas.url(), "--name", "custom/pcg", "--chunk-size", "1048576"])
+        .arg(&img)
+        .env_clear()
+        .env("MAAS_API_KEY", KEY)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while maas.puts().len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", maas.puts());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(maas.resources()[0].data.len(), 3 * MIB);
+    let before = maas.puts().len();
+    let second = upload(&maas, &img, &[]);
+    assert!(second.status.success(), "{}", text(&second));
+    let why = "(3145728 of 17301504), so the bytes this region holds cannot be known";
+    assert!(text(&second).contains(why), "{}", text(&second));
+    assert!(!text(&second).contains("resuming there"), "{}", text(&second));
+    let [r] = &maas.resources()[..] else { panic!("one resource") };
+    assert!(r.data == data, "the sha256 check did not pass");
+    assert_eq!(maas.puts()[before..].iter().map(|p| p.offset / MIB as u64).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    assert_no_key(&second);
+
+    // Within a run, any chunk in doubt starts the file over: here a 503.
+    let maas = Maas::start_as(&bg, KEY, Version::new(3, 5, 3));
+    let dir = tempfile::tempdir().unwrap();
+    let (img, data) = image(dir.path());
+    maas.fault(4, Fault::Unavailable);
+    let out = upload(&maas, &img, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(4194304 of 17301504)"), "{}", text(&out));
+    let [r] = &maas.resources()[..] else { panic!("one resource") };
+    assert!(r.data == data);
+    assert_eq!(
+        maas.puts().iter().map(|p| (p.offset / MIB as u64, p.outcome.as_str())).collect::<Vec<_>>()[3..6],
+        [(3, "stored"), (4, "503"), (0, "stored")]
+    );
 }

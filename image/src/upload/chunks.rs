@@ -3,35 +3,35 @@
 //!
 //! A chunk MAAS refuses ends the upload. One that fails otherwise may
 //! still have landed, so before sending again the loop asks MAAS how many
-//! bytes it holds and carries on from there: no byte is sent twice for a
-//! dropped connection. [`ATTEMPTS`] failures in a row end it with a
-//! message that says to run the same command again, which resumes.
+//! bytes it holds and carries on from there when that is exact: no byte is
+//! sent twice for a dropped connection. When it is not (MAAS 3.5 and later
+//! with several region controllers), the session starts the file over.
+//! [`ATTEMPTS`] failures in a row end it with a message that says to run
+//! the same command again, which resumes.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
-use reqwest::Url;
 
-use super::maas::{ATTEMPTS, Maas, Put, backoff, unexpected};
+use super::maas::{ATTEMPTS, Put, backoff};
+use super::session::{Session, Target};
 
-/// The image on its way to resource `id`'s file at `url`.
+/// The image on its way to `target`'s file.
 pub struct Chunks<'a> {
-    pub maas: &'a Maas,
-    pub id: u64,
-    pub url: Url,
+    pub session: &'a mut Session,
+    pub target: Target,
     pub image: File,
     pub path: &'a Path,
-    pub size: u64,
     pub chunk: usize,
 }
 
 impl Chunks<'_> {
     /// Sends the image from `offset` on, and returns how many chunks were
-    /// sent. [`ATTEMPTS`] failures in a row end it.
-    pub fn send_from(mut self, mut offset: u64) -> anyhow::Result<u64> {
-        let (id, size) = (self.id, self.size);
+    /// sent and the resource that holds them.
+    pub fn send_from(mut self, mut offset: u64) -> anyhow::Result<(u64, u64)> {
+        let size = self.session.size;
         let mut buf = vec![0u8; self.chunk];
         let mut failures = 0u32;
         let mut sent_chunks = 0u64;
@@ -40,24 +40,29 @@ impl Chunks<'_> {
         // than send the same bytes twice.
         let mut in_doubt = false;
         loop {
+            let id = self.target.id;
             let attempt = if in_doubt {
-                self.maas.file(id).and_then(|now| {
-                    if now.received > size {
-                        return Err(unexpected(format!("{} bytes received of {size}", now.received)));
+                let now = self.session.maas.file(id);
+                match now.and_then(|now| self.session.count_regions(&now).map(|()| now)) {
+                    Ok(now) => {
+                        self.target.file = now;
+                        // Not a failure to retry: an offset that cannot be
+                        // known and cannot be started over ends the upload.
+                        offset = self.session.offset(&mut self.target)?;
+                        in_doubt = false;
+                        Ok(())
                     }
-                    offset = now.received;
-                    in_doubt = false;
-                    Ok(())
-                })
+                    Err(e) => Err(e),
+                }
             } else if offset >= size {
-                return Ok(sent_chunks);
+                return Ok((sent_chunks, self.target.id));
             } else {
                 let len = usize::try_from((size - offset).min(self.chunk as u64)).expect("a chunk fits in memory");
                 let chunk = &mut buf[..len];
                 self.image.seek(SeekFrom::Start(offset)).and_then(|_| self.image.read_exact(chunk)).with_context(
                     || format!("reading {} at byte {offset} (did it change during the upload?)", self.path.display()),
                 )?;
-                match self.maas.put(&self.url, chunk) {
+                match self.session.maas.put(&self.target.url, chunk) {
                     Ok(()) => {
                         progress(offset, offset + len as u64, size);
                         offset += len as u64;

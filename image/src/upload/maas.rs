@@ -1,11 +1,13 @@
 //! The MAAS boot-resources API, as far as an upload needs it: create a
 //! resource (`POST boot-resources/`), read it back (`GET
-//! boot-resources/{id}/`), and `PUT` a chunk to its file's `upload_uri`.
+//! boot-resources/{id}/`), count the region controllers, and `PUT` a chunk
+//! to its file's `upload_uri`.
 //!
 //! Every request is signed with the [`ApiKey`] and every text MAAS sends
-//! back is redacted before it reaches a message. MAAS's answers are parsed
-//! here ([`ResourceFile`]), so the caller sees what it needs (size, sha256,
-//! bytes received) and an "unexpected answer from MAAS" error otherwise.
+//! back is redacted before it reaches a message. A resource's answer is
+//! read into a [`ResourceFile`] (`resource.rs`), so the caller sees what it
+//! needs and an "unexpected answer from MAAS" error otherwise; the number
+//! of region controllers (`GET regioncontrollers/`) is read here too.
 //! A create is retried on 5xx and connection failures; a chunk says whether
 //! it is worth another try ([`Put`]), and the caller decides.
 
@@ -20,6 +22,7 @@ use serde_json::Value;
 
 use super::http::{chain, client, untrusted};
 use super::oauth::ApiKey;
+use super::resource::ResourceFile;
 
 /// Attempts per chunk (and for each read of the resource) before giving up.
 pub const ATTEMPTS: u32 = 5;
@@ -48,6 +51,11 @@ impl Maas {
     /// `ca_cert` besides the system's store.
     pub fn new(api: Url, key: ApiKey, ca_cert: Option<&Path>) -> anyhow::Result<Self> {
         Ok(Self { client: client(ca_cert)?, key, api })
+    }
+
+    /// The API's root, `…/MAAS/api/2.0/`.
+    pub fn api(&self) -> &Url {
+        &self.api
     }
 
     /// Where the chunks of `file` go.
@@ -95,9 +103,29 @@ impl Maas {
 
     /// The file of resource `id` as MAAS sees it now.
     pub fn file(&self, id: u64) -> anyhow::Result<ResourceFile> {
+        let gone = || anyhow!("MAAS has no resource {id} any more (was it deleted during the upload?)");
+        ResourceFile::from_resource(&self.resource(id)?.ok_or_else(gone)?)
+    }
+
+    /// Resource `id` as MAAS describes it, or `None` when MAAS has no such
+    /// resource (any more).
+    pub fn resource(&self, id: u64) -> anyhow::Result<Option<Value>> {
         let url = self.api.join(&format!("boot-resources/{id}/")).expect("a relative path");
         let resp = self.signed(self.client.get(url.clone())).send().map_err(|e| anyhow!("GET {url}: {}", chain(&e)))?;
-        ResourceFile::from_resource(&self.json(resp, &format!("GET {url}"))?)
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.json(resp, &format!("GET {url}")).map(Some)
+    }
+
+    /// How many region controllers MAAS has (`GET regioncontrollers/`):
+    /// from 3.5 a file's progress is shared out over all of them.
+    pub fn regions(&self) -> anyhow::Result<u64> {
+        let url = self.api.join("regioncontrollers/").expect("a relative path");
+        let resp = self.signed(self.client.get(url.clone())).send().map_err(|e| anyhow!("GET {url}: {}", chain(&e)))?;
+        let list = self.json(resp, &format!("GET {url}"))?;
+        let n = list.as_array().ok_or_else(|| unexpected(format!("GET {url}: not a list")))?.len();
+        Ok(n as u64)
     }
 
     pub fn put(&self, url: &Url, chunk: &[u8]) -> Result<(), Put> {
@@ -132,52 +160,11 @@ impl Maas {
     }
 }
 
-/// The one file of the newest set of a boot resource, as MAAS describes it.
-#[derive(Debug)]
-pub struct ResourceFile {
-    pub sha256: String,
-    pub size: u64,
-    pub complete: bool,
-    /// Bytes MAAS holds: `progress` is a percentage of `size`.
-    pub received: u64,
-    upload_uri: String,
-}
-
-impl ResourceFile {
-    pub fn from_resource(r: &Value) -> anyhow::Result<Self> {
-        let bad = |what: &str| anyhow!("unexpected answer from MAAS: {what} in {}", excerpt(&r.to_string()));
-        let sets = r.get("sets").and_then(Value::as_object).ok_or_else(|| bad("no sets"))?;
-        // Set names are dates (YYYYMMDD[.N]): the newest sorts last.
-        let newest = sets.keys().max().ok_or_else(|| bad("no set"))?;
-        let files = sets[newest].get("files").and_then(Value::as_object).ok_or_else(|| bad("no files"))?;
-        let [(_, f)] = files.iter().collect::<Vec<_>>()[..] else {
-            return Err(bad("not exactly one file in the newest set"));
-        };
-        let size = f.get("size").and_then(Value::as_u64).ok_or_else(|| bad("no file size"))?;
-        let complete = f.get("complete").and_then(Value::as_bool).ok_or_else(|| bad("no complete flag"))?;
-        let progress = f.get("progress").and_then(Value::as_f64).unwrap_or(0.0);
-        let received =
-            if complete { size } else { (progress / 100.0 * size as f64).round().clamp(0.0, size as f64) as u64 };
-        let upload_uri = match f.get("upload_uri").and_then(Value::as_str) {
-            Some(u) => u.to_owned(),
-            None if complete => String::new(),
-            None => return Err(bad("an incomplete file without upload_uri (is it an uploaded resource?)")),
-        };
-        Ok(Self {
-            sha256: f.get("sha256").and_then(Value::as_str).ok_or_else(|| bad("no file sha256"))?.to_owned(),
-            size,
-            complete,
-            received,
-            upload_uri,
-        })
-    }
-}
-
 pub fn unexpected(what: impl fmt::Display) -> anyhow::Error {
     anyhow!("unexpected answer from MAAS: {what}")
 }
 
-fn excerpt(s: &str) -> String {
+pub fn excerpt(s: &str) -> String {
     let s = s.trim();
     match s.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -221,23 +208,6 @@ fn http_error(status: StatusCode, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn received_bytes_come_from_progress() {
-        let r = |progress: f64, complete: bool| {
-            serde_json::json!({"id": 3, "sets": {
-                "20261120": {"files": {"root-tgz": {"sha256": "old", "size": 1, "complete": true}}},
-                "20261121": {"files": {"root-tgz": {
-                    "sha256": "ab", "size": 10_000_019u64, "complete": complete, "progress": progress,
-                    "upload_uri": "/MAAS/api/2.0/boot-resources/3/upload/9/"}}}}})
-        };
-        // 4 MiB of 10 000 019 bytes, as a percentage.
-        let f = ResourceFile::from_resource(&r(100.0 * 4_194_304.0 / 10_000_019.0, false)).expect("file");
-        assert_eq!((f.received, f.sha256.as_str(), f.complete), (4_194_304, "ab", false));
-        assert_eq!(ResourceFile::from_resource(&r(0.0, true)).expect("file").received, 10_000_019);
-        let e = ResourceFile::from_resource(&serde_json::json!({"id": 3, "sets": {}})).unwrap_err();
-        assert!(e.to_string().contains("no set"), "{e}");
-    }
 
     #[test]
     fn http_errors_say_what_to_check_and_skip_a_bare_reason_phrase() {

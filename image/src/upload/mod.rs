@@ -3,18 +3,27 @@
 //! the bytes in chunks with `PUT` to the file's `upload_uri`), every request
 //! signed with OAuth 1.0 PLAINTEXT. A chunk that fails is retried after
 //! asking MAAS how much it holds, so a dropped connection never sends a byte
-//! twice, and a second run resumes where an earlier one stopped.
+//! twice, and a second run resumes where an earlier one stopped; both only
+//! where MAAS's answer gives the offset exactly (MAAS 3.4 and earlier
+//! always, 3.5 and later with one region controller). Elsewhere the file is
+//! started over, and the reason printed.
 //!
 //! The arguments are checked into a [`Plan`] before the image is read or
 //! anything is sent; what is wrong with them comes back as a
 //! [`UsageError`] (exit 2). `oauth` signs, `http` is the client, `maas`
-//! speaks the boot-resources API, `chunks` sends the bytes; this file
-//! decides what to send.
+//! speaks the boot-resources API and `resource` reads its answers,
+//! `offset` recovers the bytes MAAS holds, `record` remembers the resource
+//! beside the image, `session` picks the resource and the offset, `chunks`
+//! sends the bytes; this file checks the arguments and the image.
 
 mod chunks;
 mod http;
 mod maas;
 mod oauth;
+mod offset;
+mod record;
+mod resource;
+mod session;
 
 use std::fs::File;
 use std::io::Read;
@@ -23,12 +32,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use reqwest::Url;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use self::chunks::Chunks;
-use self::maas::{Maas, ResourceFile, unexpected};
+use self::maas::Maas;
 use self::oauth::ApiKey;
+use self::record::Record;
+use self::session::Session;
 use crate::UsageError;
 
 /// The maas CLI's chunk size.
@@ -38,7 +48,10 @@ const CHUNK: usize = 4 << 20;
 /// Upload an image to MAAS as a custom boot resource.
 ///
 /// Resumes a partial upload of the same image (same name, architecture and
-/// sha256). With IMAGE.sha256 beside the image (as `build` writes it), the
+/// sha256) where MAAS's answer gives the exact offset, and starts the file
+/// over where it does not (MAAS 3.5+ with several region controllers).
+/// IMAGE.upload.json beside the image records the resource for the next
+/// run. With IMAGE.sha256 beside the image (as `build` writes it), the
 /// image must match it.
 pub struct Args {
     /// The MAAS URL, e.g. http://maas.example:5240/MAAS.
@@ -133,33 +146,26 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         bail!("{}: the image is empty", a.image.display());
     }
     let maas = Maas::new(plan.api, plan.key, a.ca_cert.as_deref())?;
-
     let mut fields = plan.fields;
     fields.push(("sha256", sha256.clone()));
     fields.push(("size", size.to_string()));
-    let created = maas.create(&fields)?;
-    let id = created.get("id").and_then(Value::as_u64).ok_or_else(|| unexpected("the new resource has no id"))?;
-    let file = ResourceFile::from_resource(&created)?;
-    if file.sha256 != sha256 || file.size != size {
-        bail!(
-            "MAAS recorded resource {id} with sha256 {} and size {}, not this image's {sha256} and {size}",
-            file.sha256,
-            file.size
-        );
-    }
-    let upload = maas.upload_url(&file)?;
-    if file.complete {
+    let mut session = Session::new(maas, fields, sha256.clone(), size, Record::load(&a.image));
+
+    let mut target = session.open()?;
+    let id = target.id;
+    if target.file.complete {
         eprintln!("node-image: MAAS already has {} (resource {id}, sha256 {sha256}); nothing to upload", a.name);
         return Ok(());
     }
-
+    session.count_regions(&target.file)?;
+    let offset = session.offset(&mut target)?;
     let image = File::open(&a.image).with_context(|| format!("opening {}", a.image.display()))?;
-    if file.received > 0 {
-        eprintln!("node-image: MAAS holds {} of {size} bytes of resource {id}; resuming there", file.received);
+    if offset > 0 {
+        eprintln!("node-image: MAAS holds {offset} of {size} bytes of resource {id}; resuming there");
     }
     let started = Instant::now();
-    let chunks = Chunks { maas: &maas, id, url: upload, image, path: &a.image, size, chunk: plan.chunk };
-    let sent_chunks = chunks.send_from(file.received)?;
+    let chunks = Chunks { session: &mut session, target, image, path: &a.image, chunk: plan.chunk };
+    let (sent_chunks, id) = chunks.send_from(offset)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "node-image: uploaded {} to {} as resource {id}: {size} bytes, sha256 {sha256}, {sent_chunks} chunk(s) in {secs:.1}s",

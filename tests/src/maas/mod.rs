@@ -1,18 +1,23 @@
 //! A MAAS region API stand-in for `node-image upload`: HTTP (hyper) at
 //! `/MAAS/api/2.0/`, answering `POST boot-resources/`, `GET
-//! boot-resources/{id}/` and `PUT boot-resources/{id}/upload/{file}/` in
-//! MAAS's JSON layout. It checks every request's OAuth 1.0 PLAINTEXT header
-//! the way MAAS does (key, token, signature, timestamp window, nonce not
-//! seen before), stores the chunks in order, and checks the reassembled
-//! sha256 as MAAS does when the last byte arrives. Faults can be set on any
-//! PUT: a connection dropped before or after the chunk is stored, or a 503.
-//! This file is the server and its routing; `oauth.rs` the key check,
-//! `resources.rs` the boot-resources handlers. `status.rs` is the metadata
-//! service a deployed node reports to, on a port of its own.
+//! boot-resources/{id}/`, `PUT boot-resources/{id}/upload/{file}/` and `GET
+//! regioncontrollers/` in MAAS's JSON layout. It checks every request's
+//! OAuth 1.0 PLAINTEXT header the way MAAS does (key, token, signature,
+//! timestamp window, nonce not seen before), and plays one release
+//! ([`Version`]): up to 3.4 the bytes of a file are one large object that
+//! every create of the same sha256 shares, from 3.5 each region controller
+//! holds and counts its own copy, and `progress` is computed as that
+//! release computes it. The sha256 is checked as MAAS does when the last
+//! byte arrives. Faults can be set on any PUT: a connection dropped before
+//! or after the chunk is stored, a 503, or no answer ever. This file is the
+//! server and its routing; `oauth.rs` the key check, `resources.rs` the
+//! boot-resources handlers, `store.rs` what each release keeps. `status.rs`
+//! is the metadata service a deployed node reports to, on a port of its own.
 
 mod oauth;
 mod resources;
 mod status;
+mod store;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,6 +31,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 pub use self::resources::Resource;
 pub use self::status::{Logged, Metadata, NodeStatus, Stored};
+pub use self::store::Version;
 use crate::net::Background;
 
 /// What a PUT does, by its index among all PUTs the stand-in received.
@@ -37,20 +43,26 @@ pub enum Fault {
     DropAfterStore,
     /// Answers 503 and stores nothing.
     Unavailable,
+    /// Reads the chunk, stores nothing and never answers: a run the
+    /// operator interrupts while it waits.
+    Hang,
 }
 
 /// One PUT as the stand-in saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put {
-    /// Bytes the file held when the chunk arrived.
+    /// The byte the chunk was to land at: the bytes the file held (in the
+    /// database up to 3.4, in the stand-in's region from 3.5) when it came.
     pub offset: u64,
+    /// The file it was sent to.
+    pub file: u64,
     pub len: usize,
     pub outcome: String,
 }
 
 struct State {
     key: oauth::Key,
-    resources: Vec<Resource>,
+    store: store::Store,
     requests: Vec<String>,
     auth_failures: Vec<String>,
     puts: Vec<Put>,
@@ -65,22 +77,28 @@ pub struct Maas {
 }
 
 impl Maas {
-    /// Listens on a loopback port; `key` is `consumer:token:secret`.
+    /// Listens on a loopback port; `key` is `consumer:token:secret`. Plays
+    /// MAAS 3.3 with one region controller.
     pub fn start(bg: &Background, key: &str) -> Self {
-        Self::serve(bg, key, None)
+        Self::serve(bg, key, None, Version::default())
+    }
+
+    /// The same, playing `version`.
+    pub fn start_as(bg: &Background, key: &str, version: Version) -> Self {
+        Self::serve(bg, key, None, version)
     }
 
     /// The same over TLS, with a certificate for 127.0.0.1 from `ca` (as a
     /// region with its own CA serves https on 5443).
     pub fn start_tls(bg: &Background, key: &str, ca: &crate::kube::ClusterCa) -> Self {
         let (cert, cert_key) = ca.leaf("127.0.0.1".parse().expect("ip"));
-        Self::serve(bg, key, Some(crate::net::tls_acceptor(cert, &cert_key)))
+        Self::serve(bg, key, Some(crate::net::tls_acceptor(cert, &cert_key)), Version::default())
     }
 
-    fn serve(bg: &Background, key: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    fn serve(bg: &Background, key: &str, tls: Option<tokio_rustls::TlsAcceptor>, version: Version) -> Self {
         let state = Arc::new(Mutex::new(State {
             key: oauth::Key::parse(key),
-            resources: Vec::new(),
+            store: store::Store::new(version),
             requests: Vec::new(),
             auth_failures: Vec::new(),
             puts: Vec::new(),
@@ -143,7 +161,13 @@ impl Maas {
     }
 
     pub fn resources(&self) -> Vec<Resource> {
-        self.lock().resources.clone()
+        resources::view(&self.lock().store)
+    }
+
+    /// From 3.5: the other region controllers copy every file one of them
+    /// holds whole, as MAAS's sync does shortly after an upload ends.
+    pub fn sync_regions(&self) {
+        self.lock().store.sync_regions();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -189,6 +213,8 @@ enum Step {
     Create(String),
     /// Close the connection without an answer.
     Drop,
+    /// Keep the connection without ever answering.
+    Hang,
 }
 
 async fn handle(
@@ -207,12 +233,16 @@ async fn handle(
         Step::Reply(a) => Ok(a),
         Step::Create(boundary) => {
             let fields = resources::form(body, boundary).await;
-            Ok(resources::create(&mut state.lock().expect("state").resources, fields))
+            Ok(resources::create(&mut state.lock().expect("state").store, fields))
         }
         Step::Drop => {
             kill.notify_one();
             std::future::pending::<()>().await;
             unreachable!("the connection is dropped");
+        }
+        Step::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!("never answered");
         }
     }
 }
@@ -225,11 +255,22 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
         // MAAS names the token it did not know.
         return Step::Reply(text(StatusCode::UNAUTHORIZED, &format!("Authorization Error: {why}")));
     }
+    if path == "/MAAS/api/2.0/regioncontrollers/" && method == Method::GET {
+        let regions: Vec<serde_json::Value> = (0..st.store.version.regions)
+            .map(|i| {
+                serde_json::json!({"system_id": format!("reg{i}"), "hostname": format!("region-{i}"),
+                                        "node_type": 4, "node_type_name": "Region and rack controller"})
+            })
+            .collect();
+        return Step::Reply(answer(StatusCode::OK, "application/json", serde_json::Value::from(regions).to_string()));
+    }
     let Some(rest) = path.strip_prefix("/MAAS/api/2.0/boot-resources/") else {
         return Step::Reply(text(StatusCode::NOT_FOUND, "Unknown API endpoint"));
     };
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').filter(|p| !p.is_empty()).collect();
-    let not_found = || Step::Reply(text(StatusCode::NOT_FOUND, "No BootResource matches the given query."));
+    let not_found =
+        |what: &str| Step::Reply(text(StatusCode::NOT_FOUND, &format!("No {what} matches the given query.")));
+    let resource = |id: &str| id.parse::<u64>().ok().filter(|id| st.store.resources.iter().any(|r| r.id == *id));
     match (method, parts.as_slice()) {
         (&Method::POST, []) if st.failing_creates > 0 => {
             st.failing_creates -= 1;
@@ -245,30 +286,39 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
                 None => Step::Reply(text(StatusCode::BAD_REQUEST, "expected multipart/form-data")),
             }
         }
-        (&Method::GET, [id]) => match st.resources.iter().find(|r| r.id.to_string() == *id) {
-            Some(r) => Step::Reply(answer(StatusCode::OK, "application/json", resources::describe(r).to_string())),
-            None => not_found(),
+        (&Method::GET, [id]) => match resource(id) {
+            Some(id) => {
+                let body = resources::describe(&st.store, id).to_string();
+                Step::Reply(answer(StatusCode::OK, "application/json", body))
+            }
+            None => not_found("BootResource"),
         },
-        (&Method::PUT, [id, "upload", file]) if file == id => {
-            let index = st.puts.len();
-            let Some(r) = st.resources.iter().position(|r| r.id.to_string() == *id) else {
-                return not_found();
+        (&Method::PUT, [id, "upload", file]) => {
+            // `get_object_or_404` on each, as the handler does.
+            if resource(id).is_none() {
+                return not_found("BootResource");
+            }
+            let Some(file) = file.parse::<u64>().ok().filter(|f| st.store.files.iter().any(|x| x.id == *f)) else {
+                return not_found("BootResourceFile");
             };
-            let offset = st.resources[r].data.len() as u64;
+            let index = st.puts.len();
+            let offset = st.store.before(file);
             let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             let (outcome, step) = if st.faults.get(&index) == Some(&Fault::Unavailable) {
                 ("503".to_owned(), Step::Reply(text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")))
             } else if st.faults.get(&index) == Some(&Fault::DropBeforeStore) {
                 ("dropped before storing".to_owned(), Step::Drop)
+            } else if st.faults.get(&index) == Some(&Fault::Hang) {
+                ("never answered".to_owned(), Step::Hang)
             } else {
-                let stored = resources::store(&mut st.resources[r], body, declared);
+                let stored = resources::put(&mut st.store, file, body, declared);
                 match (st.faults.get(&index), stored) {
                     (Some(Fault::DropAfterStore), Ok(())) => ("stored, then dropped".to_owned(), Step::Drop),
                     (_, Ok(())) => ("stored".to_owned(), Step::Reply(text(StatusCode::OK, "OK"))),
                     (_, Err(why)) => (format!("400 {why}"), Step::Reply(text(StatusCode::BAD_REQUEST, why))),
                 }
             };
-            st.puts.push(Put { offset, len: body.len(), outcome });
+            st.puts.push(Put { offset, file, len: body.len(), outcome });
             step
         }
         _ => Step::Reply(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")),

@@ -1,8 +1,12 @@
-//! The boot-resources handlers of the MAAS stand-in, after MAAS's own:
-//! `BootResourceForm` for a create (a known sha256 gives back the resource
-//! and what it already holds), `append_chunk` for a PUT (the sha256 is
-//! checked when the last byte arrives), and `boot_resource_to_dict` for
-//! the JSON a GET or a create answers.
+//! The boot-resources handlers of the MAAS stand-in, after MAAS's own
+//! (src/maasserver in canonical/maas): `BootResourceNoContentForm` for a
+//! create (the resource of that name and architecture gets a new set and
+//! file, its older files go), `BootResourceFileUploadHandler.update` for a
+//! PUT (in `store.rs`, per release line), and `boot_resource_to_dict` for
+//! the JSON a GET or a create answers, which differs by line: up to 3.4 a
+//! file's `progress` is `LargeFile.progress` (size / bytes stored), from 3.5
+//! it is `sync_progress` (a percentage of the bytes of every region) and
+//! the file gains `filename_on_disk`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -10,11 +14,12 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
+use super::store::{FileRow, Res, Store};
 use super::{Answer, answer};
 
-/// One uploaded boot resource with its single file.
+/// One uploaded boot resource with the file of its newest set, as a test
+/// looks at it: what was posted, and what MAAS holds.
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub id: u64,
@@ -25,8 +30,13 @@ pub struct Resource {
     pub filetype: String,
     pub sha256: String,
     pub size: u64,
+    /// The bytes held (by the database up to 3.4, by the stand-in's own
+    /// region from 3.5).
     pub data: Vec<u8>,
+    /// What MAAS says: from 3.5, only once every region holds it.
     pub complete: bool,
+    /// The id of the file chunks go to.
+    pub file: u64,
 }
 
 /// A create's multipart form fields.
@@ -41,10 +51,10 @@ pub(super) async fn form(body: Bytes, boundary: String) -> BTreeMap<String, Stri
     out
 }
 
-/// `BootResourceForm`: the required fields, then the resource. The same
-/// name, architecture and sha256 give back the existing resource (and what
-/// it already holds), as MAAS reuses a file with a known sha256.
-pub(super) fn create(resources: &mut Vec<Resource>, f: BTreeMap<String, String>) -> Answer {
+/// `BootResourceNoContentForm`: the required fields, then `save`: the
+/// resource of that name and architecture (or a new one) gets a new set
+/// with a new file, and its older files are deleted.
+pub(super) fn create(store: &mut Store, f: BTreeMap<String, String>) -> Answer {
     let mut errors = serde_json::Map::new();
     for k in ["name", "architecture", "sha256", "size"] {
         if f.get(k).is_none_or(String::is_empty) {
@@ -65,76 +75,161 @@ pub(super) fn create(resources: &mut Vec<Resource>, f: BTreeMap<String, String>)
         return answer(StatusCode::BAD_REQUEST, "application/json", Value::Object(errors).to_string());
     }
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
-    let existing = resources.iter().position(|r| r.name == f["name"] && r.architecture == f["architecture"]);
-    let r = match existing {
-        Some(i) if resources[i].sha256 == f["sha256"] => &resources[i],
-        _ => {
-            if let Some(i) = existing {
-                resources.remove(i);
+    let id = match store.resources.iter_mut().find(|r| r.name == f["name"] && r.architecture == f["architecture"]) {
+        Some(r) => {
+            r.title = get("title");
+            if r.base_image.is_empty() {
+                r.base_image = get("base_image");
             }
-            let id = resources.iter().map(|r| r.id).max().unwrap_or(6) + 1;
-            resources.push(Resource {
+            r.id
+        }
+        None => {
+            let id = store.id();
+            store.resources.push(Res {
                 id,
                 name: get("name"),
                 architecture: get("architecture"),
                 title: get("title"),
                 base_image: get("base_image"),
                 filetype: get("filetype"),
-                sha256: get("sha256"),
-                size: size.expect("checked"),
-                data: Vec::new(),
-                complete: false,
             });
-            resources.last().expect("pushed")
+            id
         }
     };
-    answer(StatusCode::CREATED, "application/json", describe(r).to_string())
+    let set = store.id();
+    let version = next_version(store, id);
+    store.sets.push(super::store::Set { id: set, resource: id, version });
+    if let Err(e) = store.add_file(set, &f["sha256"], size.expect("checked")) {
+        return answer(StatusCode::BAD_REQUEST, "application/json", json!({"__all__": [e]}).to_string());
+    }
+    store.drop_old_files(id, set);
+    answer(StatusCode::CREATED, "application/json", describe(store, id).to_string())
 }
 
-/// `SyncLocalBootResourceFile.append_chunk` and the handler around it.
-pub(super) fn store(r: &mut Resource, chunk: &[u8], declared: Option<usize>) -> Result<(), &'static str> {
+/// `BootResource.get_next_version_name`: today's date, then `.1`, `.2`…
+/// (the stand-in's today is fixed).
+fn next_version(store: &Store, id: u64) -> String {
+    const TODAY: &str = "20261121";
+    let mut taken = store.sets.iter().filter(|s| s.resource == id && s.version.starts_with(TODAY)).peekable();
+    if taken.peek().is_none() {
+        return TODAY.to_owned();
+    }
+    let last = taken.filter_map(|s| s.version.split_once('.')?.1.parse::<u32>().ok()).max().unwrap_or(0);
+    format!("{TODAY}.{}", last + 1)
+}
+
+/// `boot_resource_to_dict(resource, with_sets=True)` of the release played.
+pub(super) fn describe(store: &Store, id: u64) -> Value {
+    let r = store.resources.iter().find(|r| r.id == id).expect("a known resource");
+    let mut sets = serde_json::Map::new();
+    for set in store.sets.iter().filter(|s| s.resource == id) {
+        let files: Vec<&FileRow> = store.files.iter().filter(|f| f.set == set.id).collect();
+        let mut dicts = serde_json::Map::new();
+        for f in &files {
+            let d = file_dict(store, r, f);
+            dicts.insert(d["filename"].as_str().expect("a name").to_owned(), d);
+        }
+        let mut d = set_dict(store, &files);
+        d["version"] = json!(set.version);
+        d["files"] = Value::Object(dicts);
+        sets.insert(set.version.clone(), d);
+    }
+    // `clean_name` keeps only NAME of custom/NAME.
+    let name = r.name.strip_prefix("custom/").unwrap_or(&r.name);
+    let mut d = json!({
+        "id": r.id, "type": "Uploaded", "name": name, "architecture": r.architecture,
+        "resource_uri": format!("/MAAS/api/2.0/boot-resources/{}/", r.id),
+        "subarches": "generic", "title": r.title, "sets": sets,
+    });
+    if store.version.release >= (3, 4) {
+        d["last_deployed"] = Value::Null;
+    }
+    d
+}
+
+/// `boot_resource_file_to_dict`.
+fn file_dict(store: &Store, r: &Res, f: &FileRow) -> Value {
+    let (filename, progress, complete) = if store.version.sync() {
+        let all: u64 = store.syncs.iter().filter(|((id, _), _)| *id == f.id).map(|(_, n)| n).sum();
+        let rows = store.syncs.keys().any(|(id, _)| *id == f.id);
+        let regions = store.version.regions as u64;
+        // `sync_progress`: 0.0 without rows, else a percentage of all regions.
+        let p = if rows { 100.0 * all as f64 / (f.size * regions) as f64 } else { 0.0 };
+        ("root.tgz", json!(p), p == 100.0)
+    } else {
+        let held = store.large.get(&f.sha256).map_or(0, |l| l.data.len() as u64);
+        // `LargeFile.progress`: the int 0 while nothing is stored, else
+        // total_size / size.
+        let p = if held == 0 { json!(0) } else { json!(f.size as f64 / held as f64) };
+        ("root-tgz", p, held == f.size)
+    };
+    let mut d = json!({"filename": filename, "filetype": "root-tgz", "sha256": f.sha256, "size": f.size,
+                       "complete": complete});
+    if store.version.sync() {
+        d["filename_on_disk"] = json!(f.filename_on_disk);
+    }
+    if !complete {
+        d["progress"] = progress;
+        d["upload_uri"] = json!(format!("/MAAS/api/2.0/boot-resources/{}/upload/{}/", r.id, f.id));
+    }
+    d
+}
+
+/// `boot_resource_set_to_dict` without its version and files.
+fn set_dict(store: &Store, files: &[&FileRow]) -> Value {
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let (progress, complete) = if store.version.sync() {
+        let cur: u64 = files
+            .iter()
+            .map(|f| store.syncs.iter().filter(|((id, _), _)| *id == f.id).map(|(_, n)| n).sum::<u64>())
+            .sum();
+        let all = total * store.version.regions as u64;
+        let p = if all > 0 { 100.0 * cur as f64 / all as f64 } else { 0.0 };
+        (json!(p), p == 100.0)
+    } else {
+        let held: u64 = files.iter().map(|f| store.large.get(&f.sha256).map_or(0, |l| l.data.len() as u64)).sum();
+        let p = if held == 0 { json!(0) } else { json!(100.0 * held as f64 / total as f64) };
+        (p, !files.is_empty() && files.iter().all(|f| store.held(f).1))
+    };
+    let mut d = json!({"label": "uploaded", "size": total, "complete": complete});
+    if !complete {
+        d["progress"] = progress;
+    }
+    d
+}
+
+/// `BootResourceFileUploadHandler.update` for a chunk to a known file:
+/// the request's own checks, then the store's.
+pub(super) fn put(store: &mut Store, file: u64, chunk: &[u8], declared: Option<usize>) -> Result<(), &'static str> {
     if chunk.is_empty() {
         return Err("Missing data.");
     }
     if declared != Some(chunk.len()) {
         return Err("Content-Length doesn't equal size of received data.");
     }
-    if r.complete {
-        return Err("Cannot upload to a complete file.");
-    }
-    if r.data.len() as u64 + chunk.len() as u64 > r.size {
-        return Err("Too much data received.");
-    }
-    r.data.extend_from_slice(chunk);
-    if r.data.len() as u64 == r.size {
-        if crate::hex(&Sha256::digest(&r.data)) != r.sha256 {
-            r.data.clear();
-            return Err("Saved content does not match given SHA256 value.");
-        }
-        r.complete = true;
-    }
-    Ok(())
+    store.append(file, chunk)
 }
 
-/// `boot_resource_to_dict(resource, with_sets=True)`.
-pub(super) fn describe(r: &Resource) -> Value {
-    let progress = 100.0 * r.data.len() as f64 / r.size.max(1) as f64;
-    let mut file = json!({
-        "filename": "root-tgz", "filetype": "root-tgz", "sha256": r.sha256,
-        "filename_on_disk": format!("{}-{}", &r.sha256[..7.min(r.sha256.len())], r.size),
-        "size": r.size, "complete": r.complete,
-    });
-    let mut set = json!({"version": "20261121", "label": "uploaded", "size": r.size, "complete": r.complete});
-    if !r.complete {
-        file["progress"] = json!(progress);
-        file["upload_uri"] = json!(format!("/MAAS/api/2.0/boot-resources/{}/upload/{}/", r.id, r.id));
-        set["progress"] = json!(progress);
-    }
-    set["files"] = json!({"root-tgz": file});
-    json!({
-        "id": r.id, "type": "Uploaded", "name": r.name, "architecture": r.architecture,
-        "resource_uri": format!("/MAAS/api/2.0/boot-resources/{}/", r.id),
-        "last_deployed": null, "title": r.title, "base_image": r.base_image,
-        "subarches": "generic", "sets": {"20261121": set},
-    })
+/// Every resource as a test looks at it.
+pub(super) fn view(store: &Store) -> Vec<Resource> {
+    store
+        .resources
+        .iter()
+        .filter_map(|r| {
+            let f = store.newest_file(r.id)?;
+            Some(Resource {
+                id: r.id,
+                name: r.name.clone(),
+                architecture: r.architecture.clone(),
+                title: r.title.clone(),
+                base_image: r.base_image.clone(),
+                filetype: r.filetype.clone(),
+                sha256: f.sha256.clone(),
+                size: f.size,
+                data: store.data(f),
+                complete: file_dict(store, r, f)["complete"] == json!(true),
+                file: f.id,
+            })
+        })
+        .collect()
 }
