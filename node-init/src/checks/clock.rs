@@ -14,12 +14,11 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use async_trait::async_trait;
 
 use super::egress::{connect, open_tls, resolve, step, tls_config};
 use super::{Check, Finding, Inputs, fail, pass, skip};
-use crate::root::Root;
 use crate::runner::Cmd;
 
 /// chrony's reference id for its own clock (`local` in chrony.conf).
@@ -33,7 +32,7 @@ impl Check for TimeSync {
         "time_sync"
     }
     async fn run(&self, i: &Inputs<'_>) -> Result<Finding> {
-        let Some(url) = metadata_url(i.root)? else {
+        let Some(url) = crate::maas::metadata_url(i.root)? else {
             return Ok(skip(format!("not a MAAS-deployed node: no metadata_url in {}/90_*maas*.cfg", CFG_DIR)));
         };
         let (synced, skew) = tokio::join!(synchronised(i), skew(i, &url));
@@ -154,31 +153,6 @@ where
     let (wall, started) = (SystemTime::now(), Instant::now());
     let head = step(i.query_timeout, "GET", super::http::get(s, authority, path)).await?;
     Ok((started.elapsed(), wall, head))
-}
-
-/// `datasource.MAAS.metadata_url` from the first `90_*maas*.cfg` that has
-/// one (curtin's `90_maas_cloud_config.cfg`, or a packaged
-/// `90_dpkg_maas.cfg`), as the node's facts find the MAAS server.
-fn metadata_url(root: &Root) -> Result<Option<url::Url>> {
-    let Ok(entries) = std::fs::read_dir(root.path(CFG_DIR)) else { return Ok(None) };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("90_") && n.contains("maas") && n.ends_with(".cfg"))
-        .collect();
-    names.sort();
-    for name in names {
-        let path = format!("{CFG_DIR}/{name}");
-        let Some(text) = root.read_string_opt(&path)? else { continue };
-        let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(&text) else { continue };
-        let Some(url) = v.pointer("/datasource/MAAS/metadata_url").and_then(|u| u.as_str()) else { continue };
-        let url = url::Url::parse(url).map_err(|e| anyhow!("{path}: metadata_url {url:?}: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            bail!("{path}: metadata_url {url} is not an http(s) URL");
-        }
-        return Ok(Some(url));
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

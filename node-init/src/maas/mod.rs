@@ -15,7 +15,7 @@ pub mod oauth;
 
 use std::fmt;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use self::oauth::ApiKey;
 use crate::root::Root;
@@ -91,11 +91,11 @@ fn endpoint(v: &serde_json::Value, url_key: &str, path: &str, at: &str) -> Resul
     Ok(Endpoint { url, key })
 }
 
-/// The MAAS server's host, from `datasource.MAAS.metadata_url` in any
-/// `90_*maas*.cfg` (curtin's name, or a packaged `90_dpkg_maas.cfg`).
-pub fn server_host(root: &Root) -> Result<Option<String>> {
-    let dir = root.path(CLOUD_CFG_DIR);
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(None) };
+/// `datasource.MAAS.metadata_url` from the first `90_*maas*.cfg` that has
+/// one (curtin's `90_maas_cloud_config.cfg`, or a packaged
+/// `90_dpkg_maas.cfg`), as the node's facts find the MAAS server.
+pub fn metadata_url(root: &Root) -> Result<Option<url::Url>> {
+    let Ok(entries) = std::fs::read_dir(root.path(CLOUD_CFG_DIR)) else { return Ok(None) };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -103,18 +103,23 @@ pub fn server_host(root: &Root) -> Result<Option<String>> {
         .collect();
     names.sort();
     for name in names {
-        let Some(text) = root.read_string_opt(format!("{CLOUD_CFG_DIR}/{name}"))? else { continue };
-        if let Some(host) = metadata_host(&text) {
-            return Ok(Some(host));
+        let path = format!("{CLOUD_CFG_DIR}/{name}");
+        let Some(text) = root.read_string_opt(&path)? else { continue };
+        let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(&text) else { continue };
+        let Some(url) = v.pointer("/datasource/MAAS/metadata_url").and_then(|u| u.as_str()) else { continue };
+        let url = url::Url::parse(url).map_err(|e| anyhow!("{path}: metadata_url {url:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            bail!("{path}: metadata_url {url} is not an http(s) URL");
         }
+        return Ok(Some(url));
     }
     Ok(None)
 }
 
-fn metadata_host(yaml: &str) -> Option<String> {
-    let v: serde_json::Value = serde_saphyr::from_str(yaml).ok()?;
-    let url = v.pointer("/datasource/MAAS/metadata_url")?.as_str()?;
-    url::Url::parse(url).ok()?.host_str().map(|h| h.trim_matches(['[', ']']).to_owned())
+/// The MAAS server's host, from the metadata URL; a node whose MAAS files
+/// are unreadable simply has none (NO_PROXY then lists no MAAS server).
+pub fn server_host(root: &Root) -> Result<Option<String>> {
+    Ok(metadata_url(root).ok().flatten().and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned())))
 }
 
 #[cfg(test)]
