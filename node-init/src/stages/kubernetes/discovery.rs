@@ -206,19 +206,11 @@ async fn get(endpoint: &Endpoint, addr: SocketAddr, trust: Trust) -> Result<Vec<
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT);
-    if endpoint.ip().is_none() {
-        builder = builder.resolve(&endpoint.host, addr);
-    }
-    let client = builder.build().map_err(|e| Failure::Retry(format!("HTTP client: {}", crate::error::chain(&e))))?;
+    let client = api_client(endpoint, addr, tls)
+        .map_err(|e| Failure::Retry(format!("HTTP client: {}", crate::error::chain(&e))))?;
     let url = format!("https://{endpoint}{CLUSTER_INFO}");
     let sent = client.get(&url).header("Accept", "application/json").send().await;
-    if let Some(why) = rejected.lock().expect("verifier lock").take() {
+    if let Some(why) = rejected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
         return Err(Failure::Refuse(format!(
             "the API server's certificate is not from the pinned CA, though cluster-info's signature and pin \
              were good ({why}); something else answers at {endpoint}"
@@ -234,6 +226,26 @@ async fn get(endpoint: &Endpoint, addr: SocketAddr, trust: Trust) -> Result<Vec<
         .await
         .map_err(|e| Failure::Retry(format!("GET {url}: reading the body: {}", crate::error::chain(&e))))?;
     Ok(body.to_vec())
+}
+
+/// A client for the API server at `addr`: never through the proxy (the
+/// VIP is on the machine network), HTTP/1.1, the given TLS, bounded waits;
+/// a named endpoint is pinned to the address already resolved.
+pub(super) fn api_client(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
+    if endpoint.ip().is_none() {
+        builder = builder.resolve(&endpoint.host, addr);
+    }
+    builder.build()
 }
 
 /// Accepts any server certificate but still checks the handshake

@@ -46,8 +46,6 @@ pub const ETCD_TRACES: [&str; 3] =
 
 const REFUSE: &str = "node-init will not reset a node that may be a member of the cluster; if it is not one, run \
                       `kubeadm reset -f` on it by hand and run node-init again";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits between tries while the API server does not answer: 1 s doubling
 /// to 15 s, as many as fit `kubernetes.discovery_timeout`.
 const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(15), attempts: u32::MAX };
@@ -266,16 +264,8 @@ async fn once(k: &Kubernetes, addr: SocketAddr, creds: &Credentials, path: &str)
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
         .map_err(|e| Failure::Refused(format!("the kubelet's client certificate and key: {e}")))?;
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT);
-    if k.endpoint.ip().is_none() {
-        builder = builder.resolve(&k.endpoint.host, addr);
-    }
-    let client = builder.build().map_err(|e| Failure::Refused(format!("HTTP client: {}", crate::error::chain(&e))))?;
+    let client = super::discovery::api_client(&k.endpoint, addr, tls)
+        .map_err(|e| Failure::Refused(format!("HTTP client: {}", crate::error::chain(&e))))?;
     let url = format!("https://{}{path}", k.endpoint);
     let sent = client.get(&url).header("Accept", "application/json").send().await;
     if let Some(why) = rejected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
