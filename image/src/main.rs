@@ -33,20 +33,10 @@ enum Command {
 }
 
 /// Bad usage that clap cannot see (a malformed API key, a URL that is not
-/// MAAS's): exit 2, nothing was read or sent. Return it wrapped in anyhow;
-/// context added on the way up does not change the exit code.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-// By hand rather than with thiserror: the derive would be the crate's only
-// use of it, and adding it means a Cargo.lock change outside this crate.
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+/// MAAS's): exit 2, nothing was read or sent. node-init's own type, so both
+/// binaries share one convention; return it wrapped in anyhow, and context
+/// added on the way up does not change the exit code.
+pub use node_init::error::UsageError;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -71,9 +61,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 for bad usage anywhere in the chain, else 1.
+/// 2 for bad usage anywhere in the chain, else 1: node-init's rule.
 fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<UsageError>()) { 2 } else { 1 }
+    if node_init::error::is_bad_input(e) { 2 } else { 1 }
 }
 
 #[cfg(test)]
