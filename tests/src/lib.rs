@@ -20,12 +20,16 @@ pub mod first_boot;
 pub mod kube;
 // The recording kubeadm double, and a root that carries it.
 pub mod kubeadm;
+// The kubelet double: its unit, failSwapOn, healthz.
+pub mod kubelet;
 // The MAAS region API stand-in for `node-image upload`.
 pub mod maas;
 // Namespaces, CONNECT and intercepting proxies, TLS and file servers.
 pub mod net;
 // `node-init verify` in a namespace with its own DNS, and its report.
 pub mod preflight;
+// The distribution registry, its images, and a CRI client.
+pub mod registry;
 // The cached mmdebstrap roots and commands run inside them.
 pub mod rootfs;
 // Base roots tarred by GNU tar, for `node-image build`.
