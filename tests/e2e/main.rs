@@ -20,6 +20,7 @@ mod journal;
 mod kubernetes;
 // The patch stage with real apt in the real rootfs.
 mod patch;
+mod registry;
 // The proxy CA in the real rootfs's trust store, as its curl sees it.
 mod rootfs;
 // `node-image upload` against the MAAS API stand-in.
