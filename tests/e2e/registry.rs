@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use node_init_tests::kube::ClusterCa;
 use node_init_tests::net::{Background, Netns, intercepting_proxy_routes};
-use node_init_tests::registry::{Containerd, KUBE_VIP, Registry, install_cri_pull};
+use node_init_tests::registry::{Containerd, KUBE_VIP, Registry, install_cri_pull, kubernetes_images, split_reference};
 use node_init_tests::{output, text};
 
 const PAUSE: &str = "registry.k8s.io/pause:3.10";
@@ -31,6 +31,12 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        Self::routing(&["registry.k8s.io"])
+    }
+
+    /// The proxy sends each of `hosts` to the registry, which holds
+    /// registry.k8s.io/pause:3.10.
+    fn routing(hosts: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::start(&dir.path().join("registry"));
         let pause_digest = registry.push("pause", "3.10", 4096);
@@ -44,7 +50,7 @@ impl World {
             (ns.host_ip, 0).into(),
             &ca.cert_pem,
             &ca.key_pem,
-            vec![("registry.k8s.io".to_owned(), registry.addr())],
+            hosts.iter().map(|h| ((*h).to_owned(), registry.addr())).collect(),
         );
         let bundle = dir.path().join("ca-certificates.crt");
         let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
@@ -81,7 +87,11 @@ impl World {
     }
 
     fn pull(&self, containerd: &Containerd, image: &str) -> std::process::Output {
-        output(Command::new(&self.cri_pull).args(["--socket", &containerd.endpoint(), "--timeout", "30", image]))
+        self.pull_all(containerd, &[image.to_owned()])
+    }
+
+    fn pull_all(&self, containerd: &Containerd, images: &[String]) -> std::process::Output {
+        output(Command::new(&self.cri_pull).args(["--socket", &containerd.endpoint(), "--timeout", "30"]).args(images))
     }
 
     fn proxied(&self) -> Vec<String> {
@@ -154,4 +164,26 @@ fn an_image_on_a_host_the_proxy_has_no_route_for_fails_with_the_proxys_503() {
     assert!(err.contains("Service Unavailable"), "{err}");
     assert!(world.proxied().contains(&"CONNECT ghcr.io:443".to_owned()), "{:?}", world.proxied());
     assert!(world.registry.fetched("kube-vip/kube-vip").is_empty(), "{:?}", world.registry.requests());
+}
+
+#[test]
+fn every_image_kubeadm_v1_31_and_kube_vip_pull_comes_from_the_one_registry_behind_both_hosts() {
+    let world = World::routing(&["registry.k8s.io", "ghcr.io"]);
+    let mut images = kubernetes_images("v1.31.4", "registry.k8s.io");
+    images.push(KUBE_VIP.to_owned());
+    let digests = world.registry.push_all(&images, 64 * 1024);
+    let bundle = world.bundle.display().to_string();
+    let containerd = world.containerd("containerd", &[("HTTPS_PROXY", &world.proxy), ("SSL_CERT_FILE", &bundle)]);
+
+    let out = world.pull_all(&containerd, &images);
+
+    let pulled = text(&out.stdout);
+    assert!(out.status.success(), "{pulled}{}\n{}", text(&out.stderr), containerd.log());
+    for (image, digest) in images.iter().zip(&digests) {
+        assert!(pulled.contains(&format!("pulled {image} sha256:")), "{image}: {pulled}");
+        let (name, _) = split_reference(image);
+        assert!(world.registry.served_manifest(&name, digest), "{image}: {:?}", world.registry.fetched(&name));
+    }
+    let proxied = world.proxied();
+    assert!(proxied.contains(&"CONNECT ghcr.io:443".to_owned()), "{proxied:?}");
 }
