@@ -30,8 +30,9 @@ pub struct Image {
 impl Image {
     /// One layer: a tar holding `filler` with `layer_bytes` random bytes
     /// (incompressible, so the layer's size on the wire is what was asked
-    /// for), gzip'd without compression (deflate's stored blocks: a valid
-    /// gzip containerd must still inflate, cheap to make at any size). The
+    /// for), gzip'd without compression: deflate's stored blocks, which a
+    /// compressor emits for such data anyway, cheap to make at any size
+    /// and still inflated and checked by containerd. The
     /// config names the platform containerd's default matcher wants and the
     /// uncompressed layer's digest as its diff_id, which containerd checks
     /// when it unpacks.
