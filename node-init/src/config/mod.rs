@@ -217,6 +217,8 @@ pub struct KubernetesDoc {
     #[serde(default)]
     pub ignore_preflight: Vec<String>,
     pub advertise_address: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub peers: Vec<Peer>,
 }
 
 /// The `kubernetes:` section as the program uses it.
@@ -250,6 +252,10 @@ pub struct Kubernetes {
     /// node's address in the VIP's subnet (else kubeadm's choice, the
     /// default route's).
     pub advertise_address: Option<std::net::IpAddr>,
+    /// The cluster's other nodes, for `verify`'s `peers` check. A list of
+    /// every node may be shared by all of them: each leaves out its own
+    /// address.
+    pub peers: Vec<Peer>,
     /// The role, with what it needs.
     pub member: Member,
 }

@@ -37,9 +37,11 @@ macro_rules! secret_from_str_deserialize {
 }
 
 mod cluster;
+mod peer;
 mod proxy;
 
 pub use cluster::{CaHash, CertKey, PemCerts, PemKey, Token};
+pub use peer::{Peer, PeerRole};
 pub use proxy::{NoProxyEntry, ProxyUrl};
 
 fn is_dns_name(s: &str) -> bool {
