@@ -31,6 +31,8 @@ mod user_data;
 mod verify;
 // `node-init verify` in a namespace: DNS, CIDRs, the VIP, egress.
 mod verify_net;
+// verify's peers check against namespaces that listen, refuse, lose and drop.
+mod verify_peers;
 // verify's stricter checks: wildcards, the clock, registries, ARP, etcd's disk.
 mod verify_strict;
 // The built image checked with its own systemd.
