@@ -100,6 +100,34 @@ fn ca_goes_to_the_anchor_dir_and_must_reach_the_bundle() {
 }
 
 #[test]
+fn a_partial_bundle_a_killed_update_left_is_removed_and_the_store_rebuilt_fresh() {
+    let s = sandbox(DEBIAN);
+    let (pem, der) = mint_ca();
+    let cfg = config::parse(&format!("proxy:\n  ca_cert: |\n{}", indent(&pem)), "t").unwrap();
+    s.root.write("/etc/ssl/certs/ca-certificates.crt", crate::pki::pem_encode(&der).as_bytes(), 0o644).unwrap();
+    s.stage(&ProxyStage, &cfg).unwrap();
+    // Killed while appending: the next plain run would append to this.
+    s.root.write(trust::DEBIAN_PARTIAL_BUNDLE, b"-----BEGIN CERTIFICATE-----\nMIIH0zCCBbug", 0o600).unwrap();
+    s.stage(&ProxyStage, &cfg).unwrap();
+    assert_eq!(s.runner.argvs(), ["update-ca-certificates", "update-ca-certificates --fresh"]);
+    assert!(!s.root.exists(trust::DEBIAN_PARTIAL_BUNDLE));
+    s.stage(&ProxyStage, &cfg).unwrap();
+    assert_eq!(s.runner.argvs().len(), 2, "repaired: a rerun runs nothing");
+}
+
+#[test]
+fn anchors_in_place_that_the_bundle_lacks_are_taken_in_fresh() {
+    let s = sandbox(DEBIAN);
+    let (pem, _) = mint_ca();
+    let cfg = config::parse(&format!("proxy:\n  ca_cert: |\n{}", indent(&pem)), "t").unwrap();
+    // The update is cut off after the anchor was written: its link is
+    // there, so a plain rerun would neither rehash nor tell the hooks.
+    assert!(s.stage(&ProxyStage, &cfg).is_err());
+    assert!(s.stage(&ProxyStage, &cfg).is_err());
+    assert_eq!(s.runner.argvs(), ["update-ca-certificates", "update-ca-certificates --fresh"]);
+}
+
+#[test]
 fn a_missing_update_tool_fails_with_its_stderr() {
     let s = sandbox(DEBIAN);
     let (pem, _) = mint_ca();

@@ -1,16 +1,28 @@
 //! The proxy CA in the system trust store: one anchor file per certificate
 //! in the distro's anchor directory, the distro's update tool, then a check
 //! that the system bundle really holds every certificate.
+//!
+//! Debian's `update-ca-certificates` is not safe to kill: it appends the
+//! bundle to a fixed `ca-certificates.crt.new`, which the next run appends
+//! to again (a bundle with every certificate twice, or a torn one in the
+//! middle), and it rehashes and runs its hooks only for links it adds, so a
+//! link made before the kill never gets its hash. A run that finds such an
+//! interrupted update removes the leftover and rebuilds with `--fresh`.
 
 use anyhow::{Result, bail};
 
 use crate::distro::Family;
 use crate::root::{Change, Root};
+use crate::runner::Cmd;
 use crate::stages::Context;
 
 /// Anchors node-init may have written: `node-init-proxy-ca.crt`,
 /// `node-init-proxy-ca-2.crt`, ... up to this many.
 const MAX_ANCHORS: usize = 32;
+
+/// The bundle `update-ca-certificates` builds before moving it into place;
+/// only a run that was killed leaves it behind.
+pub const DEBIAN_PARTIAL_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt.new";
 
 fn anchor_path(family: Family, i: usize) -> String {
     let suffix = if i == 0 { String::new() } else { format!("-{}", i + 1) };
@@ -31,10 +43,15 @@ pub async fn install(cx: &Context<'_>, family: Family, certs: &[Vec<u8>]) -> Res
     for i in certs.len()..MAX_ANCHORS {
         changed |= cx.remove(&anchor_path(family, i))? != Change::Unchanged;
     }
-    if !changed && missing_from_bundle(cx.root, family, certs)?.is_empty() {
+    let partial = family == Family::Debian && cx.root.exists(DEBIAN_PARTIAL_BUNDLE);
+    let incomplete = !missing_from_bundle(cx.root, family, certs)?.is_empty();
+    if !changed && !incomplete && !partial {
         return Ok(paths);
     }
-    let cmd = family.update_command();
+    // Anchors already in place that the bundle lacks: the update that
+    // should have taken them in was cut off.
+    let cmd =
+        if partial || !changed { after_interrupted_update(cx, family, partial)? } else { family.update_command() };
     let Some(out) = cx.exec(&cmd).await? else { return Ok(paths) };
     let out = out.check(&cmd)?;
     let missing = missing_from_bundle(cx.root, family, certs)?;
@@ -47,6 +64,30 @@ pub async fn install(cx: &Context<'_>, family: Family, certs: &[Vec<u8>]) -> Res
         );
     }
     Ok(paths)
+}
+
+/// The update command that repairs what a killed update left: on Debian,
+/// without the partial bundle and rebuilding every link and hash.
+fn after_interrupted_update(cx: &Context<'_>, family: Family, partial: bool) -> Result<Cmd> {
+    let cmd = family.update_command();
+    if family != Family::Debian {
+        // update-ca-trust extracts everything afresh each time.
+        return Ok(cmd);
+    }
+    if partial {
+        tracing::warn!(
+            path = DEBIAN_PARTIAL_BUNDLE,
+            "an earlier update-ca-certificates was killed and left its partial bundle, which the next run would \
+             append to; removing it"
+        );
+        cx.remove(DEBIAN_PARTIAL_BUNDLE)?;
+    } else {
+        tracing::warn!(
+            "the proxy CA's anchors are in place but the system bundle lacks them: an earlier update was cut off"
+        );
+    }
+    tracing::info!("rebuilding the trust store with `update-ca-certificates --fresh`");
+    Ok(Cmd { argv: [cmd.argv, vec!["--fresh".to_owned()]].concat(), ..cmd })
 }
 
 /// Removes every anchor node-init wrote and updates the store if any was
