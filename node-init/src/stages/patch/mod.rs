@@ -3,8 +3,11 @@
 //!
 //! apt: `apt-get update` (retried with backoff and jitter within a
 //! deadline: mirrors fail transiently when a fleet boots at once), then
-//! `apt-get dist-upgrade` keeping old config files; an interrupted dpkg is
-//! repaired once with `dpkg --configure -a`. dnf: `dnf -y upgrade --refresh`,
+//! `apt-get dist-upgrade` keeping old config files. A dpkg interrupted
+//! mid-upgrade (a power cut, a killed run: its journal left in
+//! `/var/lib/dpkg/updates`, or apt saying so) is repaired once with
+//! `dpkg --configure -a`, after the same bounded lock wait and with the same
+//! environment as the upgrade. dnf: `dnf -y upgrade --refresh`,
 //! retried the same way. Both first wait, boundedly, for the package lock.
 //! The proxy stage has already put the proxy in apt's and dnf's own config.
 //! The reboot itself, its record and the loop guard belong to the pipeline.
@@ -20,12 +23,15 @@ use tokio::time::Instant;
 use crate::config::{Config, RebootPolicy};
 use crate::distro::{self, Family};
 use crate::retry::Backoff;
-use crate::runner::{Cmd, Output};
+use crate::runner::{Cmd, Output, tail};
 use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
 
 pub use lock::{Holder, Probe, holder, probes, wait_free};
 
 pub const REBOOT_REQUIRED: &str = "/var/run/reboot-required";
+/// dpkg's journal: entries it has not yet folded into its status file,
+/// left there only when dpkg was stopped mid-operation.
+pub const DPKG_UPDATES: &str = "/var/lib/dpkg/updates";
 const REBOOT_REQUIRED_PKGS: &str = "/var/run/reboot-required.pkgs";
 
 /// Refreshing the package lists: five tries within ten minutes.
@@ -150,6 +156,11 @@ fn unfetched(out: &Output) -> Option<String> {
 }
 
 async fn apt_upgrade(cx: &Context<'_>, lock_timeout: Duration) -> Result<Option<u64>> {
+    let mut repaired = false;
+    if let Some(why) = dpkg_journal(cx)? {
+        repair_dpkg(cx, lock_timeout, &why).await?;
+        repaired = true;
+    }
     // apt waits for the frontend lock itself too, in case another process
     // took it between our check and apt's start.
     let lock_opt = format!("DPkg::Lock::Timeout={}", lock_timeout.as_secs().max(1));
@@ -161,19 +172,48 @@ async fn apt_upgrade(cx: &Context<'_>, lock_timeout: Duration) -> Result<Option<
     args.push("dist-upgrade");
     let upgrade = apt(&args, UPGRADE_TIMEOUT);
     let Some(mut out) = cx.exec(&upgrade).await? else { return Ok(None) };
-    if !out.success() && out.stderr.contains("dpkg --configure -a") {
-        tracing::warn!("dpkg was interrupted earlier; running `dpkg --configure -a` once");
-        let repair = noninteractive(Cmd::new(
-            ["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"],
-            UPGRADE_TIMEOUT,
-        ));
-        if let Some(r) = cx.exec(&repair).await? {
-            r.check(&repair).context("repairing the interrupted dpkg state")?;
-        }
+    if !out.success() && !repaired && out.stderr.contains("dpkg --configure -a") {
+        repair_dpkg(cx, lock_timeout, &format!("`{upgrade}` says so: {}", tail(&out.stderr, 1))).await?;
         out = cx.exec(&upgrade).await?.context("rerunning the upgrade")?;
     }
     let out = out.check(&upgrade).context("upgrading packages")?;
     Ok(Some(apt_count(&out.stdout)))
+}
+
+/// Why dpkg was interrupted, when its journal says so: the numbered
+/// entries apt itself looks for before it refuses to go on.
+fn dpkg_journal(cx: &Context<'_>) -> Result<Option<String>> {
+    let dir = cx.root.path(DPKG_UPDATES);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("listing {DPKG_UPDATES}")),
+    };
+    let mut journal = Vec::new();
+    for e in entries {
+        let name = e.with_context(|| format!("listing {DPKG_UPDATES}"))?.file_name();
+        let name = name.to_string_lossy();
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            journal.push(name.into_owned());
+        }
+    }
+    journal.sort();
+    Ok((!journal.is_empty()).then(|| format!("{DPKG_UPDATES} holds unapplied entries ({})", journal.join(", "))))
+}
+
+/// `dpkg --configure -a`, once the package lock is free, keeping old
+/// config files as the upgrade does.
+async fn repair_dpkg(cx: &Context<'_>, lock_timeout: Duration, why: &str) -> Result<()> {
+    tracing::warn!(%why, "dpkg was interrupted mid-operation; repairing with `dpkg --configure -a`");
+    if !cx.dry_run {
+        wait_free(cx.root, probes(Family::Debian), lock_timeout).await?;
+    }
+    let repair =
+        noninteractive(Cmd::new(["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"], UPGRADE_TIMEOUT));
+    if let Some(r) = cx.exec(&repair).await? {
+        r.check(&repair).context("repairing the interrupted dpkg state")?;
+    }
+    Ok(())
 }
 
 async fn dnf_upgrade(cx: &Context<'_>) -> Result<Option<u64>> {
@@ -203,7 +243,7 @@ async fn reboot_required(cx: &Context<'_>, family: Family) -> Result<Option<Stri
                 Ok(o) if o.code == Some(1) => Ok(Some("`needs-restarting -r` says so".into())),
                 Ok(o) if o.code == Some(0) => Ok(None),
                 Ok(o) => {
-                    bail!("`{cmd}` exited with {:?}: {} (install dnf-utils)", o.code, crate::runner::tail(&o.stderr, 5))
+                    bail!("`{cmd}` exited with {:?}: {} (install dnf-utils)", o.code, tail(&o.stderr, 5))
                 }
                 Err(e) => Err(e).context("checking whether a reboot is needed (install dnf-utils)"),
             }

@@ -120,6 +120,42 @@ fn a_dpkg_that_stays_broken_is_reported_not_repaired_again() {
 }
 
 #[test]
+fn a_journal_a_killed_dpkg_left_is_repaired_before_the_upgrade_as_the_upgrade_runs() {
+    let w = World::with_os(DEBIAN);
+    w.write("/var/lib/dpkg/updates/0003", "Package: node-init-testpkg\nStatus: install ok half-configured\n");
+    w.write("/var/lib/dpkg/updates/tmp.i", "");
+    w.runner.answer(0, "", "");
+    w.runner.answer(0, "", "");
+    w.runner.answer(0, UPGRADED, "");
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Done);
+    let calls = w.runner.calls();
+    assert_eq!(calls[0].to_string(), "dpkg --force-confdef --force-confold --configure -a");
+    assert!(calls[1].to_string().ends_with(" update") && calls[2].to_string().ends_with("dist-upgrade"));
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[0].env, calls[2].env, "the repair runs in the upgrade's environment");
+    assert!(calls[0].env.contains(&("DEBIAN_FRONTEND".to_owned(), "noninteractive".to_owned())));
+}
+
+#[test]
+fn a_repaired_dpkg_that_apt_still_finds_interrupted_is_not_repaired_again() {
+    let w = World::with_os(DEBIAN);
+    w.write("/var/lib/dpkg/updates/0000", "");
+    w.runner.answer(0, "", "");
+    w.runner.answer(0, "", "");
+    w.runner.answer(100, "", INTERRUPTED);
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Failed);
+    assert_eq!(w.runner.calls().len(), 3);
+}
+
+#[test]
+fn dpkgs_own_temp_file_is_not_a_journal_entry() {
+    let w = World::with_os(DEBIAN);
+    w.write("/var/lib/dpkg/updates/tmp.i", "");
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Done);
+    assert!(w.runner.argvs()[0].ends_with(" update"), "{:?}", w.runner.argvs());
+}
+
+#[test]
 fn if_required_reboots_only_when_a_package_asks() {
     let w = World::with_os(DEBIAN);
     assert_eq!(run(&w, "os: {patch: true}\n"), End::Done);
