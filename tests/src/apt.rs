@@ -16,34 +16,42 @@ pub const PKG: &str = "node-init-testpkg";
 /// Builds `PKG_VERSION_all.deb` in `out`; version 2's postinst asks for a
 /// reboot the way Debian's kernel packages do.
 pub fn deb(out: &Path, version: &str) -> PathBuf {
-    let dir = out.join(format!("pkg-{version}"));
+    let reboot = format!(
+        "mkdir -p /var/run\n  echo '*** System restart required ***' > /var/run/reboot-required\n  \
+         echo {PKG} >> /var/run/reboot-required.pkgs\n"
+    );
+    package(out, PKG, version, (version == "2").then_some(reboot.as_str()))
+}
+
+/// `PKG` at `version` whose upgrade needs no reboot: a library update
+/// whose services a restart would take care of.
+pub fn deb_live(out: &Path, version: &str) -> PathBuf {
+    package(out, PKG, version, None)
+}
+
+/// Builds `NAME_VERSION_all.deb` in `out`; `configure` runs the shell
+/// lines `postinst` (none: no maintainer script).
+pub fn package(out: &Path, name: &str, version: &str, postinst: Option<&str>) -> PathBuf {
+    let dir = out.join(format!("{name}-{version}"));
     std::fs::create_dir_all(dir.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(dir.join("usr/share/doc").join(PKG)).unwrap();
-    std::fs::write(dir.join("usr/share/doc").join(PKG).join("VERSION"), format!("{version}\n")).unwrap();
+    std::fs::create_dir_all(dir.join("usr/share/doc").join(name)).unwrap();
+    std::fs::write(dir.join("usr/share/doc").join(name).join("VERSION"), format!("{version}\n")).unwrap();
     std::fs::write(
         dir.join("DEBIAN/control"),
         format!(
-            "Package: {PKG}\nVersion: {version}\nArchitecture: all\nMaintainer: node-init tests <t@example.invalid>\n\
-             Description: a package the patch stage upgrades\n"
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: node-init tests <t@example.invalid>\n\
+             Description: a package the tests install or upgrade\n"
         ),
     )
     .unwrap();
-    if version == "2" {
-        let postinst = dir.join("DEBIAN/postinst");
-        std::fs::write(
-            &postinst,
-            format!(
-                "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n  mkdir -p /var/run\n  \
-                 echo '*** System restart required ***' > /var/run/reboot-required\n  \
-                 echo {PKG} >> /var/run/reboot-required.pkgs\nfi\n"
-            ),
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(&postinst).unwrap().permissions();
+    if let Some(lines) = postinst {
+        let path = dir.join("DEBIAN/postinst");
+        std::fs::write(&path, format!("#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n  {lines}fi\n")).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&postinst, perms).unwrap();
+        std::fs::set_permissions(&path, perms).unwrap();
     }
-    let deb = out.join(format!("{PKG}_{version}_all.deb"));
+    let deb = out.join(format!("{name}_{version}_all.deb"));
     run(Command::new("dpkg-deb").args(["--build", "--root-owner-group"]).arg(&dir).arg(&deb));
     deb
 }

@@ -1,5 +1,5 @@
-//! bind9 as MAAS runs it, for the VM tier: `named -g` serving the `maas`
-//! zone (the node's A record and the name server's) and the node's
+//! bind9 as MAAS runs it, for the VM tier: `named -g` serving the MAAS
+//! domain's zone (the node's A record and the name server's) and the node's
 //! reverse zone on the host side of the guest's link, with its query log
 //! in a file the test reads to see what the guest asked.
 
@@ -15,20 +15,20 @@ pub struct Named {
 }
 
 impl Named {
-    /// Serves `node1.maas` at `guest` and its PTR, listening on `listen`;
-    /// returns once named says it is running.
-    pub fn start(dir: &Path, listen: Ipv4Addr, guest: Ipv4Addr) -> Self {
+    /// Serves `node1.<domain>` at `guest` and its PTR, listening on
+    /// `listen`; returns once named says it is running.
+    pub fn start(dir: &Path, listen: Ipv4Addr, guest: Ipv4Addr, domain: &str) -> Self {
         let d = dir.join("named");
         std::fs::create_dir_all(&d).unwrap();
         let [a, b, c, last] = guest.octets();
-        let soa = "$TTL 30\n@ IN SOA ns1.maas. root.maas. 1 30 30 300 30\n@ IN NS ns1.maas.\n";
-        std::fs::write(d.join("maas.zone"), format!("{soa}ns1 IN A {listen}\nnode1 IN A {guest}\n")).unwrap();
-        std::fs::write(d.join("rev.zone"), format!("{soa}{last} IN PTR node1.maas.\n")).unwrap();
+        let soa = format!("$TTL 30\n@ IN SOA ns1.{domain}. root.{domain}. 1 30 30 300 30\n@ IN NS ns1.{domain}.\n");
+        std::fs::write(d.join("domain.zone"), format!("{soa}ns1 IN A {listen}\nnode1 IN A {guest}\n")).unwrap();
+        std::fs::write(d.join("rev.zone"), format!("{soa}{last} IN PTR node1.{domain}.\n")).unwrap();
         let conf = format!(
             "options {{\n  directory \"{d}\";\n  listen-on port 53 {{ {listen}; }};\n  listen-on-v6 {{ none; }};\n  \
              recursion no;\n  dnssec-validation no;\n  querylog yes;\n  pid-file \"{d}/named.pid\";\n  \
              session-keyfile \"{d}/session.key\";\n}};\n\
-             zone \"maas\" {{ type primary; file \"{d}/maas.zone\"; }};\n\
+             zone \"{domain}\" {{ type primary; file \"{d}/domain.zone\"; }};\n\
              zone \"{c}.{b}.{a}.in-addr.arpa\" {{ type primary; file \"{d}/rev.zone\"; }};\n",
             d = d.display()
         );

@@ -76,6 +76,7 @@ top() { [ -f "$2" ] && sed -n "s/^$1: *\(..*\)/\1/p" "$2" | head -n 1 | tr -d '"
 any() { [ -f "$2" ] && sed -n "s/^ *$1: *\(..*\)/\1/p" "$2" | head -n 1 | tr -d '"'; }
 # Seconds in a Go duration (4m0s), and back; $2 when it is not one.
 secs() {
+  case "$1" in ""|*[!0-9hms]*) echo "$2"; return;; esac
   echo "$1" | grep -Eq '^([0-9]+h)?([0-9]+m)?([0-9]+s)?$' || { echo "$2"; return; }
   echo $(( $(echo "$1" | sed -e 's/h/*3600+/' -e 's/m/*60+/' -e 's/s$//' -e 's/+$//') + 0 ))
 }
@@ -569,10 +570,7 @@ impl Node {
     }
 
     fn kubelet_files(&self, under: &str, ca: &ClusterCa, server: &str, name: &str) {
-        let (cert, key) = ca.kubelet_client(name);
-        let pem = "/var/lib/kubelet/pki/kubelet-client-current.pem";
-        self.write(&format!("{under}{}", &pem[1..]), &(cert + &key));
-        self.write(&format!("{under}etc/kubernetes/kubelet.conf"), &kubeconfig(ca, server, pem));
+        kubelet_files(&self.root.path().join(under), ca, server, name);
     }
 
     /// The admin.conf of a control-plane node in the cluster of `ca`, and
@@ -651,6 +649,19 @@ impl Node {
         let mut argv = vec!["kubeadm"];
         argv.extend(args);
         crate::output(&mut crate::rootfs::chroot(self.root.path(), &argv))
+    }
+}
+
+/// What the kubelet's TLS bootstrap leaves under `root` for `name` in the
+/// cluster of `ca` behind `server`: its client certificate and key, and
+/// the kubelet.conf pointing at them.
+pub fn kubelet_files(root: &Path, ca: &ClusterCa, server: &str, name: &str) {
+    let (cert, key) = ca.kubelet_client(name);
+    let pem = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+    for (rel, content) in [(&pem[1..], cert + &key), ("etc/kubernetes/kubelet.conf", kubeconfig(ca, server, pem))] {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
     }
 }
 

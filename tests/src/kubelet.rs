@@ -104,6 +104,26 @@ fi
 if [ $failswap = true ] && [ -r /proc/swaps ] && [ "$(wc -l < /proc/swaps)" -gt 1 ]; then
   refuse "failed to run Kubelet: running with swap on is not supported, please disable swap! or set --fail-swap-on flag to false. /proc/swaps contained: [$(paste -sd' ' /proc/swaps)]"
 fi
+# The static pods (kubelet/config: staticPodPath, kubeadm's
+# /etc/kubernetes/manifests), watched as the kubelet's file source watches
+# them (inotify, and a re-list every fileCheckFrequency, 20 s): for each
+# pod the kubelet asks the runtime for its images (kuberuntime_image.go
+# EnsureImageExists, through the CRI), so kube-vip's image, written after
+# kubeadm's join, comes through containerd as kubeadm's did. In the
+# background, as the kubelet's pod workers run beside its healthz server.
+pods=$(sed -n 's/^staticPodPath: *//p' "$config" 2>/dev/null)
+pods=${pods:-/etc/kubernetes/manifests}
+if [ -x /usr/local/bin/e2e-cri-pull ]; then
+  (pulled=' '
+  while :; do
+    for image in $(cat "$pods"/*.yaml 2>/dev/null | sed -n 's/^ *image: *//p' | tr -d '"' | sort -u); do
+      case "$pulled" in *" $image "*) continue;; esac
+      if out=$(/usr/local/bin/e2e-cri-pull "$image" 2>&1); then console "pulled $image for a static pod"; pulled="$pulled$image "
+      else console "Failed to pull image \"$image\": $(printf '%s' "$out" | tr '\n' ' ')"; fi
+    done
+    sleep 2
+  done) &
+fi
 addr=$(sed -n 's/^healthzBindAddress: *//p' "$config" 2>/dev/null)
 port=$(sed -n 's/^healthzPort: *//p' "$config" 2>/dev/null)
 command -v python3 > /dev/null || { console "python3 is missing: nothing can serve healthz"; exit 1; }

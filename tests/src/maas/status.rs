@@ -13,9 +13,16 @@
 //!   without `path`, with another encoding or compression drops the whole
 //!   message (its transaction rolls back). What is kept goes to the node's
 //!   event log as `add_event_to_node_event_log` writes it.
-//! - `GET /MAAS/metadata/<version>/meta-data/instance-id`: the Django side,
+//! - `GET /MAAS/metadata/<version>/...`: the Django side
+//!   (`metadataserver/api.py`, `MetaDataHandler` and `UserDataHandler`),
 //!   full OAuth (piston: a five-minute timestamp window on the stand-in's
 //!   own clock, nonces used once), 401 otherwise; every answer has a `Date`.
+//!   What cloud-init's MAAS datasource reads (`DS_FIELDS` in
+//!   `cloudinit/sources/DataSourceMAAS.py`): `meta-data/instance-id` (the
+//!   system id), `meta-data/local-hostname` (the FQDN, domain included),
+//!   `meta-data/public-keys` (the owner's SSH keys, one a line: empty
+//!   here), `meta-data/vendor-data` and `user-data` (404 when the machine
+//!   was deployed without any, as MAAS answers).
 //!
 //! Stricter than MAAS, to catch a wrong client: the status handler's OAuth
 //! is checked in full too (MAAS only looks the token up), and a message
@@ -84,6 +91,10 @@ struct State {
     log: Vec<Logged>,
     files: Vec<Stored>,
     violations: Vec<String>,
+    /// `meta-data/local-hostname`.
+    fqdn: String,
+    user_data: Option<String>,
+    vendor_data: Option<String>,
 }
 
 pub struct Metadata {
@@ -95,6 +106,11 @@ impl Metadata {
     /// Serves machine `system_id`, whose node key is `consumer:token:secret`,
     /// Deployed.
     pub fn start(bg: &Background, system_id: &str, key: &str) -> Self {
+        Self::start_on(bg, "127.0.0.1:0".parse().expect("addr"), system_id, key)
+    }
+
+    /// [`Metadata::start`] on `listen`, e.g. the address a VM guest reaches.
+    pub fn start_on(bg: &Background, listen: SocketAddr, system_id: &str, key: &str) -> Self {
         let token = key.split(':').nth(1).expect("consumer:token:secret").to_owned();
         let state = Arc::new(Mutex::new(State {
             system_id: system_id.to_owned(),
@@ -110,8 +126,11 @@ impl Metadata {
             log: Vec::new(),
             files: Vec::new(),
             violations: Vec::new(),
+            fqdn: format!("{system_id}.maas"),
+            user_data: None,
+            vendor_data: None,
         }));
-        let listener = bg.listen("127.0.0.1:0".parse().expect("addr"));
+        let listener = bg.listen(listen);
         let addr = listener.local_addr().expect("addr");
         let shared = state.clone();
         bg.spawn(async move {
@@ -156,6 +175,16 @@ impl Metadata {
             self.status_url()
         );
         std::fs::write(dir.join("90_maas_cloud_init_reporting.cfg"), reporting).expect("reporting cfg");
+    }
+
+    /// What the datasource serves the deployed machine: its FQDN as
+    /// `local-hostname`, the user data MAAS was given at deploy, and the
+    /// vendor data MAAS generates.
+    pub fn serve(&self, fqdn: &str, user_data: &str, vendor_data: Option<&str>) {
+        let mut st = self.lock();
+        st.fqdn = fqdn.to_owned();
+        st.user_data = Some(user_data.to_owned());
+        st.vendor_data = vendor_data.map(str::to_owned);
     }
 
     pub fn set_status(&self, s: NodeStatus) {
@@ -270,7 +299,7 @@ fn route(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes, now: 
     }
     let parts: Vec<&str> = path.trim_start_matches("/MAAS/metadata/").split('/').collect();
     match (&head.method, parts.as_slice()) {
-        (&Method::GET, [version, "meta-data", "instance-id"]) => {
+        (&Method::GET, [version, rest @ ..]) if !rest.is_empty() => {
             let now = u64::try_from(now).unwrap_or(0);
             if let Err(why) = st.key.authorise_at(auth, now, Some(300)) {
                 let why = if why == "Invalid consumer." { "Invalid API key.".to_owned() } else { why };
@@ -279,7 +308,20 @@ fn route(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes, now: 
             if !matches!(*version, "latest" | "2012-03-01") {
                 return Step::Reply(StatusCode::NOT_FOUND, format!("Unknown metadata version: {version}"));
             }
-            Step::Reply(StatusCode::OK, st.system_id.clone())
+            let missing =
+                |what: &str| Step::Reply(StatusCode::NOT_FOUND, format!("No {what} available for this node."));
+            match rest {
+                ["meta-data", "instance-id"] => Step::Reply(StatusCode::OK, st.system_id.clone()),
+                ["meta-data", "local-hostname"] => Step::Reply(StatusCode::OK, st.fqdn.clone()),
+                ["meta-data", "public-keys"] => Step::Reply(StatusCode::OK, String::new()),
+                ["meta-data", "vendor-data"] => {
+                    st.vendor_data.clone().map_or_else(|| missing("vendor data"), |v| Step::Reply(StatusCode::OK, v))
+                }
+                ["user-data"] => {
+                    st.user_data.clone().map_or_else(|| missing("user data"), |u| Step::Reply(StatusCode::OK, u))
+                }
+                _ => Step::Reply(StatusCode::NOT_FOUND, "Not Found".into()),
+            }
         }
         _ => Step::Reply(StatusCode::NOT_FOUND, "Not Found".into()),
     }
