@@ -217,6 +217,8 @@ pub struct KubernetesDoc {
     #[serde(default)]
     pub ignore_preflight: Vec<String>,
     pub advertise_address: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub peers: Vec<Peer>,
 }
 
 /// The `kubernetes:` section as the program uses it.
@@ -250,6 +252,8 @@ pub struct Kubernetes {
     /// node's address in the VIP's subnet (else kubeadm's choice, the
     /// default route's).
     pub advertise_address: Option<std::net::IpAddr>,
+    /// The cluster's other nodes (`up` and `userdata` fill it in).
+    pub peers: Vec<Peer>,
     /// The role, with what it needs.
     pub member: Member,
 }

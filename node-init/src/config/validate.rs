@@ -104,6 +104,7 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         image_repository: k.image_repository,
         ignore_preflight: k.ignore_preflight,
         advertise_address: k.advertise_address,
+        peers: k.peers,
         member,
     })
 }

@@ -90,6 +90,34 @@ impl fmt::Display for DnsName {
     }
 }
 
+/// Another node of the cluster (`kubernetes.peers`): its address, or its
+/// name in the MAAS zone when MAAS assigns the address only at deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Ip(IpAddr),
+    Name(DnsName),
+}
+
+impl FromStr for Peer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(ip) = s.parse() {
+            return Ok(Self::Ip(ip));
+        }
+        s.parse().map(Self::Name).map_err(|_| format!("{s:?} is not an IP address or a DNS name"))
+    }
+}
+from_str_deserialize!(Peer);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => ip.fmt(f),
+            Self::Name(n) => n.fmt(f),
+        }
+    }
+}
+
 /// A duration written as `30s`, `5m`, `1h30m`; zero is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
