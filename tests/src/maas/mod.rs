@@ -13,7 +13,14 @@
 //! server and its routing; `oauth.rs` the key check, `resources.rs` the
 //! boot-resources handlers, `store.rs` what each release keeps. `status.rs`
 //! is the metadata service a deployed node reports to, on a port of its own.
+//! For `node-init up` and `down`, `fleet.rs` holds the machines, subnets
+//! and addresses and moves them on the stand-in's own timer, with their
+//! handlers in `machines.rs`, `ipaddresses.rs` and `events.rs`.
 
+mod events;
+mod fleet;
+mod ipaddresses;
+mod machines;
 mod oauth;
 mod resources;
 mod status;
@@ -29,6 +36,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+pub use self::fleet::{Deploy, Event, MachineSpec, Script};
 pub use self::resources::Resource;
 pub use self::status::{Logged, Metadata, NodeStatus, Stored};
 pub use self::store::Version;
@@ -69,6 +77,7 @@ struct State {
     faults: BTreeMap<usize, Fault>,
     /// POSTs still to answer 503.
     failing_creates: usize,
+    fleet: fleet::Fleet,
 }
 
 pub struct Maas {
@@ -104,6 +113,7 @@ impl Maas {
             puts: Vec::new(),
             faults: BTreeMap::new(),
             failing_creates: 0,
+            fleet: fleet::Fleet::new(),
         }));
         let listener = bg.listen("127.0.0.1:0".parse().expect("addr"));
         let addr = listener.local_addr().expect("addr");
@@ -172,6 +182,85 @@ impl Maas {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("MAAS stand-in state")
+    }
+}
+
+/// One machine as a test looks at it.
+#[derive(Debug, Clone)]
+pub struct MachineView {
+    pub system_id: String,
+    pub hostname: String,
+    pub status: String,
+    pub agent_name: String,
+    pub deploys: Vec<Deploy>,
+    pub release_comments: Vec<String>,
+}
+
+/// The fleet `node-init up` and `down` drive.
+impl Maas {
+    /// A Ready machine; returns its system id.
+    pub fn add_machine(&self, spec: MachineSpec) -> String {
+        self.lock().fleet.add(spec)
+    }
+
+    /// A subnet with its dynamic range (MAAS's DHCP hands those out).
+    pub fn add_subnet(&self, cidr: &str, dynamic: Option<(&str, &str)>) {
+        let mut st = self.lock();
+        let id = st.fleet.subnets.len() as u64 + 1;
+        let dynamic = dynamic.map(|(a, b)| (a.parse().expect("ip"), b.parse().expect("ip")));
+        st.fleet.subnets.push(fleet::Subnet { id, cidr: cidr.to_owned(), dynamic });
+    }
+
+    /// `ip` is held by something else MAAS knows (a device, another
+    /// user's reservation), named `what`.
+    pub fn hold_ip(&self, ip: &str, what: &str) {
+        self.lock().fleet.held.push((ip.parse().expect("ip"), what.to_owned()));
+    }
+
+    /// A complete uploaded image `custom/NAME`, as `node-image upload` leaves it.
+    pub fn seed_image(&self, name: &str) {
+        resources::seed(&mut self.lock().store, name, b"a root filesystem");
+    }
+
+    /// How long an installation takes, and the gap between two events a
+    /// deployed node posts.
+    pub fn timing(&self, deploy: std::time::Duration, event_gap: std::time::Duration) {
+        let mut st = self.lock();
+        st.fleet.deploy_time = deploy;
+        st.fleet.event_gap = event_gap;
+    }
+
+    pub fn machines(&self) -> Vec<MachineView> {
+        let mut st = self.lock();
+        st.fleet.tick();
+        st.fleet
+            .machines
+            .iter()
+            .map(|m| MachineView {
+                system_id: m.system_id.clone(),
+                hostname: m.spec.hostname.clone(),
+                status: m.status.code().1.to_owned(),
+                agent_name: m.agent_name.clone(),
+                deploys: m.deploys.clone(),
+                release_comments: m.release_comments.clone(),
+            })
+            .collect()
+    }
+
+    /// Every allocate, deploy, reserve and release the fleet took, in
+    /// order: "allocate m01x07q", "reserve 10.11.12.100"...
+    pub fn operations(&self) -> Vec<String> {
+        self.lock().fleet.log.clone()
+    }
+
+    /// The addresses reserved, with their hostnames.
+    pub fn reservations(&self) -> Vec<(String, String)> {
+        self.lock().fleet.reservations.iter().map(|r| (r.ip.to_string(), r.hostname.clone())).collect()
+    }
+
+    /// What the stand-in refused that MAAS itself would have let through.
+    pub fn fleet_violations(&self) -> Vec<String> {
+        self.lock().fleet.violations.clone()
     }
 }
 
@@ -264,6 +353,11 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
             .collect();
         return Step::Reply(answer(StatusCode::OK, "application/json", serde_json::Value::from(regions).to_string()));
     }
+    let images: Vec<(String, bool)> = resources::view(&st.store).into_iter().map(|r| (r.name, r.complete)).collect();
+    let query = head.uri.query().unwrap_or_default();
+    if let Some(a) = fleet::route(&mut st.fleet, &images, method, path, query, body) {
+        return Step::Reply(a);
+    }
     let Some(rest) = path.strip_prefix("/MAAS/api/2.0/boot-resources/") else {
         return Step::Reply(text(StatusCode::NOT_FOUND, "Unknown API endpoint"));
     };
@@ -285,6 +379,9 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
                 Some(b) => Step::Create(b),
                 None => Step::Reply(text(StatusCode::BAD_REQUEST, "expected multipart/form-data")),
             }
+        }
+        (&Method::GET, []) => {
+            Step::Reply(answer(StatusCode::OK, "application/json", resources::list(&st.store).to_string()))
         }
         (&Method::GET, [id]) => match resource(id) {
             Some(id) => {
