@@ -60,7 +60,11 @@ impl Progress {
             n.system_id,
             n.role,
             n.maas_status,
-            if n.stage.is_empty() || n.stage == "-" { String::new() } else { format!(", node-init: {}", n.stage) }
+            if n.maas_status != "Deployed" || n.stage.is_empty() || n.stage == "-" {
+                String::new()
+            } else {
+                format!(", node-init: {}", n.stage)
+            }
         );
         if self.last.get(i) == Some(&line) {
             return;
