@@ -51,7 +51,10 @@ impl World {
         cmd.args([sub, "--maas", &url, "--state", &state]);
         if sub == "up" {
             let config = self.dir.path().join("cluster.yaml").display().to_string();
-            cmd.args(["--config", &config, "--interval", "100ms", "--timeout", "40s"]);
+            cmd.args(["--config", &config, "--interval", "100ms"]);
+            if !extra.contains(&"--timeout") {
+                cmd.args(["--timeout", "40s"]);
+            }
         }
         cmd.args(extra)
             .env_clear()
@@ -276,4 +279,55 @@ fn bad_input_exits_2_naming_the_flag_or_key_and_asks_maas_nothing() {
     }
     assert!(w.maas.requests().is_empty(), "{:?}", w.maas.requests());
     assert!(!w.state().exists());
+}
+
+/// Runs `up` until `ops` operations named `op` reached MAAS, then kills it.
+fn kill_after(w: &World, op: &str, ops: usize, extra: &[&str]) {
+    let mut child = w.command("up", extra).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("up");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.count(op) < ops {
+        assert!(Instant::now() < deadline, "up never sent {op}: {:?}", w.maas.operations());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_reserve_and_an_allocation_whose_answers_a_kill_lost_are_found_again_not_repeated() {
+    let w = World::new(machines(3));
+    // MAAS reserves the VIP, but up is killed before the answer comes.
+    w.maas.answer_late("reserve", Duration::from_secs(5));
+    kill_after(&w, "reserve", 1, &["--nodes", "3"]);
+    assert_eq!(state(&w.state())["vip_state"], "reserving");
+    w.maas.answer_late("reserve", Duration::ZERO);
+    // Then MAAS allocates the second machine and up is killed again.
+    w.maas.answer_late("allocate", Duration::from_secs(5));
+    kill_after(&w, "allocate", 2, &["--nodes", "3"]);
+    assert_eq!(state(&w.state())["machines"].as_array().map(Vec::len), Some(1));
+    w.maas.answer_late("allocate", Duration::ZERO);
+    let out = w.run("up", &["--nodes", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!((w.count("reserve"), w.count("allocate"), w.count("deploy")), (1, 3, 3), "{:?}", w.maas.operations());
+    let recorded: Vec<String> = state(&w.state())["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["system_id"].as_str().unwrap().to_owned())
+        .collect();
+    let ids: Vec<String> = w.maas.machines().iter().map(|m| m.system_id.clone()).collect();
+    assert_eq!(recorded, ids, "the machine allocated under the lost answer was not taken back into the state");
+}
+
+#[test]
+fn a_node_that_never_reports_ends_the_run_at_its_timeout_with_the_stage_it_waits_in() {
+    let mut ms = machines(1);
+    ms[0].script = Script::Silent;
+    let w = World::new(ms);
+    let started = Instant::now();
+    let out = w.run("up", &["--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let err = node_init_tests::text(&out.stderr);
+    assert!(err.contains("--timeout 3s passed while waiting for node1 (Deployed)"), "{err}");
 }

@@ -151,6 +151,11 @@ pub(super) struct Fleet {
     /// Every allocate, reserve and deploy, in order: "allocate abc123"...
     pub log: Vec<String>,
     pub violations: Vec<String>,
+    /// Operations (`allocate`, `reserve`) whose answer is held back this
+    /// long after MAAS did them: a client killed meanwhile never learns.
+    pub late: Vec<(String, Duration)>,
+    /// The hold for the answer being made.
+    pub delay_next: Option<Duration>,
 }
 
 pub const USER: &str = "admin";
@@ -169,6 +174,8 @@ impl Fleet {
             release_time: Duration::from_millis(300),
             log: Vec::new(),
             violations: Vec::new(),
+            late: Vec::new(),
+            delay_next: None,
         }
     }
 
@@ -299,6 +306,7 @@ pub(super) fn route(
     let op = q.iter().find(|(k, _)| k == "op").map(|(_, v)| v.as_str()).unwrap_or("");
     let form = params(&String::from_utf8_lossy(body));
     f.tick();
+    f.delay_next = f.late.iter().find(|(o, _)| o == op && method == Method::POST).map(|(_, d)| *d);
     Some(match (method, parts.as_slice(), op) {
         (&Method::GET, ["users"], "whoami") => super::answer(
             hyper::StatusCode::OK,

@@ -258,6 +258,16 @@ impl Maas {
         self.lock().fleet.reservations.iter().map(|r| (r.ip.to_string(), r.hostname.clone())).collect()
     }
 
+    /// MAAS does operation `op` (`allocate`, `reserve`) at once but answers
+    /// only after `d`; `Duration::ZERO` answers at once again.
+    pub fn answer_late(&self, op: &str, d: std::time::Duration) {
+        let mut st = self.lock();
+        st.fleet.late.retain(|(o, _)| o != op);
+        if !d.is_zero() {
+            st.fleet.late.push((op.to_owned(), d));
+        }
+    }
+
     /// What the stand-in refused that MAAS itself would have let through.
     pub fn fleet_violations(&self) -> Vec<String> {
         self.lock().fleet.violations.clone()
@@ -304,6 +314,8 @@ enum Step {
     Drop,
     /// Keep the connection without ever answering.
     Hang,
+    /// Done, but answered only after a while.
+    Late(Answer, std::time::Duration),
 }
 
 async fn handle(
@@ -320,6 +332,10 @@ async fn handle(
     let step = decide(&mut state.lock().expect("state"), &head, &body);
     match step {
         Step::Reply(a) => Ok(a),
+        Step::Late(a, d) => {
+            tokio::time::sleep(d).await;
+            Ok(a)
+        }
         Step::Create(boundary) => {
             let fields = resources::form(body, boundary).await;
             Ok(resources::create(&mut state.lock().expect("state").store, fields))
@@ -356,7 +372,10 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
     let images: Vec<(String, bool)> = resources::view(&st.store).into_iter().map(|r| (r.name, r.complete)).collect();
     let query = head.uri.query().unwrap_or_default();
     if let Some(a) = fleet::route(&mut st.fleet, &images, method, path, query, body) {
-        return Step::Reply(a);
+        return match st.fleet.delay_next.take() {
+            Some(d) => Step::Late(a, d),
+            None => Step::Reply(a),
+        };
     }
     let Some(rest) = path.strip_prefix("/MAAS/api/2.0/boot-resources/") else {
         return Step::Reply(text(StatusCode::NOT_FOUND, "Unknown API endpoint"));
