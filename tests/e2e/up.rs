@@ -331,3 +331,23 @@ fn a_node_that_never_reports_ends_the_run_at_its_timeout_with_the_stage_it_waits
     let err = node_init_tests::text(&out.stderr);
     assert!(err.contains("--timeout 3s passed while waiting for node1 (Deployed)"), "{err}");
 }
+
+#[test]
+fn down_leaves_alone_a_machine_released_behind_its_back_and_taken_by_someone_else() {
+    let w = World::new(machines(3));
+    let out = w.run("up", &["--nodes", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let taken = w.maas.machines()[1].system_id.clone();
+    w.maas.take_over(&taken);
+    let out = w.run("down", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = node_init_tests::text(&out.stderr);
+    assert!(err.contains(&format!("node2 ({taken}) no longer carries this cluster's agent_name")), "{err}");
+    let ms = w.maas.machines();
+    assert!(ms[1].release_comments.is_empty() && ms[1].status == "Allocated", "{:?}", ms[1]);
+    assert!(ms[0].release_comments.len() == 1 && ms[2].release_comments.len() == 1);
+    assert!(w.maas.reservations().is_empty(), "the VIP was kept");
+    // And `up` with that state will not deploy onto it either.
+    let up = w.run("up", &["--nodes", "3"]);
+    assert_eq!(up.status.code(), Some(2), "{}", text(&up));
+}

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::Maas;
+
 /// What a machine's deployment and its node-init come to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Script {
@@ -278,61 +280,102 @@ fn script(s: &Script, gap: Duration) -> Vec<(Duration, &'static str, &'static st
     out
 }
 
-/// `k=v&k=v` (a query or a form body), decoded.
-pub(super) fn params(s: &str) -> Vec<(String, String)> {
-    let decode = |x: &str| percent_encoding::percent_decode_str(&x.replace('+', " ")).decode_utf8_lossy().into_owned();
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
+/// One machine as a test looks at it.
+#[derive(Debug, Clone)]
+pub struct MachineView {
+    pub system_id: String,
+    pub hostname: String,
+    pub status: String,
+    pub agent_name: String,
+    pub deploys: Vec<Deploy>,
+    pub release_comments: Vec<String>,
 }
 
-/// The fleet's part of the region API; `None` for a path it does not serve.
-pub(super) fn route(
-    f: &mut Fleet,
-    images: &[(String, bool)],
-    method: &hyper::Method,
-    path: &str,
-    query: &str,
-    body: &[u8],
-) -> Option<super::Answer> {
-    use hyper::Method;
+/// The fleet `node-init up` and `down` drive.
+impl Maas {
+    /// A Ready machine; returns its system id.
+    pub fn add_machine(&self, spec: MachineSpec) -> String {
+        self.lock().fleet.add(spec)
+    }
 
-    use super::{events, ipaddresses, machines};
-    let rest = path.strip_prefix("/MAAS/api/2.0/")?;
-    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let q = params(query);
-    let op = q.iter().find(|(k, _)| k == "op").map(|(_, v)| v.as_str()).unwrap_or("");
-    let form = params(&String::from_utf8_lossy(body));
-    f.tick();
-    f.delay_next = f.late.iter().find(|(o, _)| o == op && method == Method::POST).map(|(_, d)| *d);
-    Some(match (method, parts.as_slice(), op) {
-        (&Method::GET, ["users"], "whoami") => super::answer(
-            hyper::StatusCode::OK,
-            "application/json",
-            serde_json::json!({"username": USER, "email": "admin@example.com", "is_superuser": true}).to_string(),
-        ),
-        (&Method::GET, ["machines"], "") => machines::list(f, &q),
-        (&Method::POST, ["machines"], "allocate") => machines::allocate(f, &form),
-        (method, ["machines", id], op) => {
-            let Some(i) = machines::find(f, id) else { return Some(machines::not_found()) };
-            match (method, op) {
-                (&Method::GET, "") => {
-                    super::answer(hyper::StatusCode::OK, "application/json", machines::dict(f, i).to_string())
-                }
-                (&Method::POST, "deploy") => machines::deploy(f, i, &form, images),
-                (&Method::POST, "release") => machines::release(f, i, &form),
-                _ => return None,
-            }
+    /// A subnet with its dynamic range (MAAS's DHCP hands those out).
+    pub fn add_subnet(&self, cidr: &str, dynamic: Option<(&str, &str)>) {
+        let mut st = self.lock();
+        let id = st.fleet.subnets.len() as u64 + 1;
+        let dynamic = dynamic.map(|(a, b)| (a.parse().expect("ip"), b.parse().expect("ip")));
+        st.fleet.subnets.push(Subnet { id, cidr: cidr.to_owned(), dynamic });
+    }
+
+    /// `ip` is held by something else MAAS knows (a device, another
+    /// user's reservation), named `what`.
+    pub fn hold_ip(&self, ip: &str, what: &str) {
+        self.lock().fleet.held.push((ip.parse().expect("ip"), what.to_owned()));
+    }
+
+    /// A complete uploaded image `custom/NAME`, as `node-image upload` leaves it.
+    pub fn seed_image(&self, name: &str) {
+        super::resources::seed(&mut self.lock().store, name, b"a root filesystem");
+    }
+
+    /// How long an installation takes, and the gap between two events a
+    /// deployed node posts.
+    pub fn timing(&self, deploy: std::time::Duration, event_gap: std::time::Duration) {
+        let mut st = self.lock();
+        st.fleet.deploy_time = deploy;
+        st.fleet.event_gap = event_gap;
+    }
+
+    pub fn machines(&self) -> Vec<MachineView> {
+        let mut st = self.lock();
+        st.fleet.tick();
+        st.fleet
+            .machines
+            .iter()
+            .map(|m| MachineView {
+                system_id: m.system_id.clone(),
+                hostname: m.spec.hostname.clone(),
+                status: m.status.code().1.to_owned(),
+                agent_name: m.agent_name.clone(),
+                deploys: m.deploys.clone(),
+                release_comments: m.release_comments.clone(),
+            })
+            .collect()
+    }
+
+    /// Every allocate, deploy, reserve and release the fleet took, in
+    /// order: "allocate m01x07q", "reserve 10.11.12.100"...
+    pub fn operations(&self) -> Vec<String> {
+        self.lock().fleet.log.clone()
+    }
+
+    /// The addresses reserved, with their hostnames.
+    pub fn reservations(&self) -> Vec<(String, String)> {
+        self.lock().fleet.reservations.iter().map(|r| (r.ip.to_string(), r.hostname.clone())).collect()
+    }
+
+    /// MAAS does operation `op` (`allocate`, `reserve`) at once but answers
+    /// only after `d`; `Duration::ZERO` answers at once again.
+    pub fn answer_late(&self, op: &str, d: std::time::Duration) {
+        let mut st = self.lock();
+        st.fleet.late.retain(|(o, _)| o != op);
+        if !d.is_zero() {
+            st.fleet.late.push((op.to_owned(), d));
         }
-        (&Method::GET, ["subnets"], "") => ipaddresses::subnets(f),
-        (&Method::GET, ["subnets", id], "ip_addresses") => ipaddresses::subnet_ips(f, id),
-        (&Method::GET, ["ipranges"], "") => ipaddresses::ipranges(f),
-        (&Method::GET, ["ipaddresses"], "") => ipaddresses::list(f),
-        (&Method::POST, ["ipaddresses"], "reserve") => ipaddresses::reserve(f, &form),
-        (&Method::POST, ["ipaddresses"], "release") => ipaddresses::release(f, &form),
-        (&Method::GET, ["events"], "query") => events::query(f, &q),
-        _ => return None,
-    })
+    }
+
+    /// What the stand-in refused that MAAS itself would have let through.
+    pub fn fleet_violations(&self) -> Vec<String> {
+        self.lock().fleet.violations.clone()
+    }
+
+    /// Someone else has machine `system_id` now (released behind the
+    /// cluster's back and allocated to another user and agent).
+    pub fn take_over(&self, system_id: &str) {
+        let mut st = self.lock();
+        let m = st.fleet.machines.iter_mut().find(|m| m.system_id == system_id).expect("a machine");
+        m.status = Status::Allocated;
+        m.owner = Some("bob".into());
+        m.agent_name = "juju-model-7".into();
+        m.since = Instant::now();
+    }
 }

@@ -14,14 +14,16 @@
 //! boot-resources handlers, `store.rs` what each release keeps. `status.rs`
 //! is the metadata service a deployed node reports to, on a port of its own.
 //! For `node-init up` and `down`, `fleet.rs` holds the machines, subnets
-//! and addresses and moves them on the stand-in's own timer, with their
-//! handlers in `machines.rs`, `ipaddresses.rs` and `events.rs`.
+//! and addresses and moves them on the stand-in's own timer, `region.rs`
+//! routes to their handlers in `machines.rs`, `ipaddresses.rs` and
+//! `events.rs`.
 
 mod events;
 mod fleet;
 mod ipaddresses;
 mod machines;
 mod oauth;
+mod region;
 mod resources;
 mod status;
 mod store;
@@ -36,7 +38,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-pub use self::fleet::{Deploy, Event, MachineSpec, Script};
+pub use self::fleet::{Deploy, Event, MachineSpec, MachineView, Script};
 pub use self::resources::Resource;
 pub use self::status::{Logged, Metadata, NodeStatus, Stored};
 pub use self::store::Version;
@@ -185,95 +187,6 @@ impl Maas {
     }
 }
 
-/// One machine as a test looks at it.
-#[derive(Debug, Clone)]
-pub struct MachineView {
-    pub system_id: String,
-    pub hostname: String,
-    pub status: String,
-    pub agent_name: String,
-    pub deploys: Vec<Deploy>,
-    pub release_comments: Vec<String>,
-}
-
-/// The fleet `node-init up` and `down` drive.
-impl Maas {
-    /// A Ready machine; returns its system id.
-    pub fn add_machine(&self, spec: MachineSpec) -> String {
-        self.lock().fleet.add(spec)
-    }
-
-    /// A subnet with its dynamic range (MAAS's DHCP hands those out).
-    pub fn add_subnet(&self, cidr: &str, dynamic: Option<(&str, &str)>) {
-        let mut st = self.lock();
-        let id = st.fleet.subnets.len() as u64 + 1;
-        let dynamic = dynamic.map(|(a, b)| (a.parse().expect("ip"), b.parse().expect("ip")));
-        st.fleet.subnets.push(fleet::Subnet { id, cidr: cidr.to_owned(), dynamic });
-    }
-
-    /// `ip` is held by something else MAAS knows (a device, another
-    /// user's reservation), named `what`.
-    pub fn hold_ip(&self, ip: &str, what: &str) {
-        self.lock().fleet.held.push((ip.parse().expect("ip"), what.to_owned()));
-    }
-
-    /// A complete uploaded image `custom/NAME`, as `node-image upload` leaves it.
-    pub fn seed_image(&self, name: &str) {
-        resources::seed(&mut self.lock().store, name, b"a root filesystem");
-    }
-
-    /// How long an installation takes, and the gap between two events a
-    /// deployed node posts.
-    pub fn timing(&self, deploy: std::time::Duration, event_gap: std::time::Duration) {
-        let mut st = self.lock();
-        st.fleet.deploy_time = deploy;
-        st.fleet.event_gap = event_gap;
-    }
-
-    pub fn machines(&self) -> Vec<MachineView> {
-        let mut st = self.lock();
-        st.fleet.tick();
-        st.fleet
-            .machines
-            .iter()
-            .map(|m| MachineView {
-                system_id: m.system_id.clone(),
-                hostname: m.spec.hostname.clone(),
-                status: m.status.code().1.to_owned(),
-                agent_name: m.agent_name.clone(),
-                deploys: m.deploys.clone(),
-                release_comments: m.release_comments.clone(),
-            })
-            .collect()
-    }
-
-    /// Every allocate, deploy, reserve and release the fleet took, in
-    /// order: "allocate m01x07q", "reserve 10.11.12.100"...
-    pub fn operations(&self) -> Vec<String> {
-        self.lock().fleet.log.clone()
-    }
-
-    /// The addresses reserved, with their hostnames.
-    pub fn reservations(&self) -> Vec<(String, String)> {
-        self.lock().fleet.reservations.iter().map(|r| (r.ip.to_string(), r.hostname.clone())).collect()
-    }
-
-    /// MAAS does operation `op` (`allocate`, `reserve`) at once but answers
-    /// only after `d`; `Duration::ZERO` answers at once again.
-    pub fn answer_late(&self, op: &str, d: std::time::Duration) {
-        let mut st = self.lock();
-        st.fleet.late.retain(|(o, _)| o != op);
-        if !d.is_zero() {
-            st.fleet.late.push((op.to_owned(), d));
-        }
-    }
-
-    /// What the stand-in refused that MAAS itself would have let through.
-    pub fn fleet_violations(&self) -> Vec<String> {
-        self.lock().fleet.violations.clone()
-    }
-}
-
 /// One HTTP/1.1 connection; a fault drops it unanswered.
 async fn connection<S>(state: Arc<Mutex<State>>, stream: S)
 where
@@ -371,7 +284,7 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
     }
     let images: Vec<(String, bool)> = resources::view(&st.store).into_iter().map(|r| (r.name, r.complete)).collect();
     let query = head.uri.query().unwrap_or_default();
-    if let Some(a) = fleet::route(&mut st.fleet, &images, method, path, query, body) {
+    if let Some(a) = region::route(&mut st.fleet, &images, method, path, query, body) {
         return match st.fleet.delay_next.take() {
             Some(d) => Step::Late(a, d),
             None => Step::Reply(a),

@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 
 use super::record::{self, Vip};
 use super::{MaasArgs, UsageError};
+use crate::maas::api::machines::status;
 
 #[derive(Debug, clap::Args)]
 /// Release what `up` made: every machine its state names (with a comment
@@ -43,9 +44,25 @@ pub async fn run(a: Args) -> Result<u8> {
     }
     let comment = format!("node-init down: releasing cluster {} (agent_name {})", rec.cluster, rec.agent_name());
     let mut failed = Vec::new();
+    // Only machines that still carry the cluster's agent_name are
+    // released: one released behind its back may be someone else's now.
+    let ours = super::nodes::ours(&api, &rec).await?;
     for i in 0..rec.machines.len() {
         let id = rec.machines[i].system_id.clone();
         if rec.machines[i].released_at.is_some() {
+            continue;
+        }
+        if !ours.contains(&id) {
+            let m = api.machine(&id).await?;
+            if matches!(m.status, status::READY | status::RELEASING) {
+                rec.machines[i].released_at = Some(crate::state::now_rfc3339());
+                continue;
+            }
+            failed.push(format!(
+                "{} ({id}) no longer carries this cluster's agent_name (MAAS: {}): left alone; release it by hand if \
+                 it is still this cluster's",
+                rec.machines[i].hostname, m.status_name
+            ));
             continue;
         }
         match api.release(&id, &comment).await {

@@ -12,6 +12,7 @@
 
 pub mod down;
 mod nodes;
+mod plan;
 mod preflight;
 mod record;
 mod report;
@@ -23,14 +24,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::Value;
 
 use self::record::{Outcome, Record, Vip};
-use super::secrets::{self, Secrets};
+use super::secrets::Secrets;
 use super::{Format, UsageError};
-use crate::config::{self, ConfigError, Role};
 use crate::maas::api::Api;
-use crate::maas::api::machines::{Constraints, status};
+use crate::maas::api::machines::status;
 use crate::maas::api::network::Reserve;
 use crate::maas::oauth::ApiKey;
 use crate::secret::Secret;
@@ -121,123 +120,12 @@ pub struct Args {
     output: Format,
 }
 
-/// What the operator gave, checked before anything is changed.
-struct Plan {
-    api: Api,
-    cluster: Value,
-    origin: String,
-    vip: IpAddr,
-    constraints: Constraints,
-    pod_cidr: config::values::Cidr,
-    service_cidr: config::values::Cidr,
-    secrets: Secrets,
-    /// Secrets to write into DIR/secrets (minted now, not on disk yet).
-    mint: bool,
-    secrets_dir: PathBuf,
-}
-
-fn plan(a: &Args, existing: Option<&Record>) -> Result<Plan> {
-    let api = a.maas.api()?;
-    if !a.image.starts_with("custom/") || a.image.len() == "custom/".len() || a.image.contains(char::is_whitespace) {
-        return Err(UsageError(format!("--image {:?}: expected custom/NAME, as uploaded", a.image)).into());
-    }
-    let origin = a.config.display().to_string();
-    let text = std::fs::read_to_string(&a.config).map_err(|e| ConfigError {
-        origin: origin.clone(),
-        key: "(file)".into(),
-        message: format!("cannot read: {e}"),
-    })?;
-    let cluster = config::parse_yaml_value(&text, &origin)?;
-    let bad = |key: &str, message: String| ConfigError { origin: origin.clone(), key: key.into(), message };
-    if cluster.pointer("/kubernetes/endpoint").is_none() {
-        return Err(bad("kubernetes.endpoint", "required: the API-server VIP:port `up` reserves in MAAS".into()).into());
-    }
-    if cluster.pointer("/kubernetes/role").is_some() {
-        return Err(bad("kubernetes.role", "`up` gives each node its role; leave it out".into()).into());
-    }
-    let (secrets_dir, mint) = match &a.secrets {
-        Some(d) => (d.clone(), false),
-        None => {
-            let d = a.state.join("secrets");
-            let minted_before = existing.is_some_and(|r| r.secrets_minted);
-            let minting = existing.is_some_and(|r| r.done(MINTING));
-            if d.exists() && !minting {
-                return Err(UsageError(format!(
-                    "{} exists and this --state did not mint it: pass --secrets {} to use it, or move it away",
-                    d.display(),
-                    d.display()
-                ))
-                .into());
-            }
-            (d.clone(), !(minted_before && secrets::complete(&d)))
-        }
-    };
-    let secrets = if mint { Secrets::generate()? } else { Secrets::read(&secrets_dir)? };
-    // Every role's config, validated as the node will validate it.
-    let mut parsed = None;
-    for role in [Role::Init, Role::ControlPlane] {
-        let doc = super::userdata::node_config(cluster.clone(), role, Some(&secrets), &origin)?;
-        parsed = Some(config::from_value(doc, &origin)?);
-    }
-    let parsed = parsed.expect("two roles");
-    let k = parsed.kubernetes.as_ref().expect("validated with a role");
-    let vip = k.endpoint.ip().ok_or_else(|| {
-        bad("kubernetes.endpoint", format!("{} names a host; `up` reserves the VIP, so give VIP:port", k.endpoint))
-    })?;
-    let r = parsed.resources;
-    let constraints = Constraints {
-        cpu_count: r.cpus,
-        mem_mib: r.memory_mib,
-        disk_gib: r.disk_gib,
-        zone: a.zone.clone(),
-        pool: a.pool.clone(),
-        tags: a.tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
-    };
-    Ok(Plan {
-        api,
-        cluster,
-        origin,
-        vip,
-        constraints,
-        pod_cidr: k.pod_cidr,
-        service_cidr: k.service_cidr,
-        secrets,
-        mint: mint && a.secrets.is_none(),
-        secrets_dir,
-    })
-}
-
-/// A state from an earlier run must be this cluster's.
-fn same_cluster(a: &Args, rec: &Record, vip: IpAddr) -> Result<()> {
-    let dir = a.state.display();
-    if let Some(at) = &rec.down {
-        bail!(UsageError(format!(
-            "--state {dir}: `down` released this cluster at {at}; bring a new one up with a new --state DIR"
-        )));
-    }
-    let differs = [
-        ("--maas", rec.maas.clone(), a.maas.maas.clone()),
-        ("--nodes", rec.nodes.to_string(), a.nodes.to_string()),
-        ("--image", rec.image.clone(), a.image.clone()),
-        ("kubernetes.endpoint", rec.vip.clone(), vip.to_string()),
-    ];
-    for (what, was, now) in differs {
-        if was != now {
-            bail!(UsageError(format!(
-                "--state {dir}: its cluster has {what} {was}, this run {now}; continue it with the same value, or \
-                 use another --state for another cluster"
-            )));
-        }
-    }
-    Ok(())
-}
-
 pub async fn run(a: Args) -> Result<u8> {
     let deadline = tokio::time::Instant::now() + a.timeout;
     let existing = record::load(&a.state)?;
-    let p = plan(&a, existing.as_ref())?;
+    let p = plan::plan(&a, existing.as_ref())?;
     if let Some(rec) = &existing {
-        same_cluster(&a, rec, p.vip)?;
+        plan::same_cluster(&a, rec, p.vip)?;
     }
     let mut rec = existing.unwrap_or_else(|| Record {
         cluster: hex::encode(crate::pki::random_bytes::<4>().unwrap_or_default()),
@@ -265,6 +153,20 @@ pub async fn run(a: Args) -> Result<u8> {
         rec.vip_state = if api.reserved().await?.contains(&p.vip) { Vip::Reserved } else { Vip::Free };
     }
     nodes::adopt(api, &mut rec).await?;
+
+    // A machine that no longer carries the cluster's agent_name was
+    // released behind its back, perhaps to someone else: it is not touched.
+    let ours = nodes::ours(api, &rec).await?;
+    if let Some(n) = rec.machines.iter().find(|n| !ours.contains(&n.system_id)) {
+        bail!(
+            "{} ({}) is named in {}/state.json but no longer allocated to this cluster in MAAS (agent_name {}); up \
+             leaves it alone: release the rest with `node-init down`, and bring a new cluster up with a new --state",
+            n.hostname,
+            n.system_id,
+            a.state.display(),
+            rec.agent_name()
+        );
+    }
 
     let needs = preflight::Needs {
         image: &a.image,

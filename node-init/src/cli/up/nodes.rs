@@ -56,6 +56,11 @@ pub async fn adopt(api: &Api, rec: &mut Record) -> Result<()> {
     Ok(())
 }
 
+/// The system ids MAAS holds under this cluster's `agent_name`.
+pub async fn ours(api: &Api, rec: &Record) -> Result<std::collections::BTreeSet<String>> {
+    Ok(api.machines(Some(&rec.agent_name())).await?.into_iter().map(|m| m.system_id).collect())
+}
+
 /// Allocates until the cluster has its machines, saving after each.
 pub async fn allocate(
     api: &Api,
