@@ -351,3 +351,29 @@ fn down_leaves_alone_a_machine_released_behind_its_back_and_taken_by_someone_els
     let up = w.run("up", &["--nodes", "3"]);
     assert_eq!(up.status.code(), Some(2), "{}", text(&up));
 }
+
+#[test]
+fn a_machine_taken_by_someone_else_mid_way_stops_up_with_the_ways_on_and_down_cleans_up() {
+    let w = World::new(machines(3));
+    // While MAAS reserves the VIP, someone else allocates the third machine.
+    w.maas.answer_late("reserve", Duration::from_millis(800));
+    let child = w.command("up", &["--nodes", "3"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("up");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.count("reserve") == 0 {
+        assert!(Instant::now() < deadline, "up never reserved");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let third = w.maas.machines()[2].system_id.clone();
+    w.maas.take_over(&third);
+    let out = child.wait_with_output().expect("up");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = node_init_tests::text(&out.stderr);
+    assert!(err.contains("MAAS allocated 2 of 3 machines, then none matched: No available machine"), "{err}");
+    assert!(err.contains("two ways on") && err.contains("node-init down --maas"), "{err}");
+    let out = w.run("down", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ms = w.maas.machines();
+    assert!(ms[..2].iter().all(|m| m.release_comments.len() == 1), "{ms:?}");
+    assert!(ms[2].release_comments.is_empty() && ms[2].status == "Allocated");
+    assert!(w.maas.reservations().is_empty());
+}

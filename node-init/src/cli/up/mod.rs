@@ -188,16 +188,33 @@ pub async fn run(a: Args) -> Result<u8> {
     }
     save(&rec)?;
 
-    reserve_vip(api, &mut rec, p.vip, &save).await?;
+    let result = converge(&a, &p, &mut rec, deadline, &save).await;
+    if result.is_err() {
+        // Something was changed already: say how on, as a failure does.
+        eprintln!("node-init: up: {}", report::ways_on(&a.maas.maas, &a.state));
+    }
+    result
+}
+
+/// Every step after the checks, from where the state says.
+async fn converge(
+    a: &Args,
+    p: &plan::Plan,
+    rec: &mut Record,
+    deadline: tokio::time::Instant,
+    save: &dyn Fn(&Record) -> Result<()>,
+) -> Result<u8> {
+    let api = &p.api;
+    reserve_vip(api, rec, p.vip, save).await?;
     if p.mint {
         rec.step(MINTING, p.secrets_dir.display().to_string());
-        save(&rec)?;
+        save(rec)?;
         write_secrets(&p.secrets, &p.secrets_dir)?;
         rec.secrets_minted = true;
         rec.step("secrets", p.secrets_dir.display().to_string());
-        save(&rec)?;
+        save(rec)?;
     }
-    nodes::allocate(api, &mut rec, &p.constraints, &save).await?;
+    nodes::allocate(api, rec, &p.constraints, save).await?;
 
     // A rerun looks again at every node: a machine whose deployment
     // failed is deployed again, node-init's events are read afresh.
@@ -211,16 +228,16 @@ pub async fn run(a: Args) -> Result<u8> {
     }
     let deployer = nodes::Deployer { image: &a.image, cluster: &p.cluster, secrets: &p.secrets, origin: &p.origin };
     if rec.machines[0].deploy_sent.is_none() {
-        deployer.deploy(api, &mut rec, 0).await?;
-        save(&rec)?;
+        deployer.deploy(api, rec, 0).await?;
+        save(rec)?;
     }
-    let end = watch::watch(api, &mut rec, &deployer, a.interval, deadline, &save).await?;
+    let end = watch::watch(api, rec, &deployer, a.interval, deadline, save).await?;
     let ok = end == watch::End::Settled && rec.machines.iter().all(|n| n.outcome == Outcome::Done);
     if ok && !rec.done("up") {
         rec.step("up", "every node reported node-init done");
     }
-    save(&rec)?;
-    finish(&a, &rec, ok, end == watch::End::TimedOut)
+    save(rec)?;
+    finish(a, rec, ok, end == watch::End::TimedOut)
 }
 
 async fn reserve_vip(api: &Api, rec: &mut Record, vip: IpAddr, save: &dyn Fn(&Record) -> Result<()>) -> Result<()> {
