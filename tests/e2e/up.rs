@@ -121,7 +121,11 @@ fn a_one_node_cluster_comes_up_from_the_custom_image_with_the_vip_reserved() {
 
 #[test]
 fn a_three_node_cluster_deploys_the_init_node_first_and_fills_every_nodes_peers() {
-    let w = World::new(machines(4));
+    // node2 has a static address; the others get theirs from MAAS only
+    // when their deployment starts, so their peers know them by name.
+    let mut ms = machines(4);
+    ms[1].static_ip = true;
+    let w = World::new(ms);
     let out = w.run("up", &["--nodes", "3", "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
@@ -134,17 +138,20 @@ fn a_three_node_cluster_deploys_the_init_node_first_and_fills_every_nodes_peers(
     let ms = w.maas.machines();
     assert_eq!(deploys[0], format!("deploy {}", ms[0].system_id), "the init node was not deployed first");
     assert_eq!((w.count("allocate"), w.count("reserve"), deploys.len()), (3, 1, 3));
-    let ips = ["10.11.12.21", "10.11.12.22", "10.11.12.23"];
+    // node1 is deployed before the others, so they know its address.
+    let peers_of =
+        [vec!["10.11.12.22", "node3.maas"], vec!["10.11.12.21", "node3.maas"], vec!["10.11.12.21", "10.11.12.22"]];
     for (i, m) in ms.iter().take(3).enumerate() {
         let k = &m.deploys[0].config["kubernetes"];
         let peers: Vec<&str> = k["peers"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-        let others: Vec<&str> = ips.iter().copied().filter(|ip| *ip != ips[i]).collect();
-        assert_eq!(peers, others, "{}", m.hostname);
+        assert_eq!(peers, peers_of[i], "{}", m.hostname);
         assert_eq!(k["endpoint"], "10.11.12.100:6443");
         assert!(k["token"].as_str().is_some() && k["certificate_key"].as_str().is_some());
         assert_eq!(k["ca"].get("key").is_some(), i == 0, "only the init node holds the CA key");
     }
     assert!(ms[3].deploys.is_empty() && ms[3].status == "Ready");
+    let addresses: Vec<&str> = nodes.iter().map(|n| n["address"].as_str().unwrap_or("-")).collect();
+    assert_eq!(addresses, ["10.11.12.21", "10.11.12.22", "10.11.12.23"], "the table lacks an address MAAS assigned");
 }
 
 #[test]

@@ -42,8 +42,12 @@ pub struct MachineSpec {
     pub zone: String,
     pub pool: String,
     pub tags: Vec<String>,
-    /// Its address (a static link on the machines' subnet).
+    /// Its address on the machines' subnet.
     pub ip: IpAddr,
+    /// A static link: MAAS lists the address from the start. Otherwise
+    /// (MAAS's default, AUTO) the address is claimed only when the
+    /// deployment starts, and a Ready or Allocated machine lists none.
+    pub static_ip: bool,
     pub script: Script,
 }
 
@@ -59,6 +63,7 @@ impl MachineSpec {
             pool: "default".into(),
             tags: Vec::new(),
             ip: ip.parse().expect("an IP address"),
+            static_ip: false,
             script: Script::Succeed,
         }
     }
@@ -98,6 +103,14 @@ pub struct Deploy {
     /// The node-init config the user data writes, as YAML parsed.
     pub config: Value,
     pub comment: String,
+}
+
+impl Machine {
+    /// Its address, when MAAS has assigned it.
+    pub fn ip(&self) -> Option<IpAddr> {
+        let claimed = matches!(self.status, Status::Deploying | Status::Deployed | Status::FailedDeployment);
+        (self.spec.static_ip || claimed).then_some(self.spec.ip)
+    }
 }
 
 pub(super) struct Machine {

@@ -61,8 +61,8 @@ pub(super) fn ipranges(f: &Fleet) -> Answer {
 /// Every address MAAS knows in `cidr`, as `render_json_for_related_ips`.
 fn used(f: &Fleet, cidr: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for m in f.machines.iter().filter(|m| contains(cidr, m.spec.ip)) {
-        out.push(json!({"ip": m.spec.ip, "alloc_type": 1, "alloc_type_name": "Automatic",
+    for (m, ip) in f.machines.iter().filter_map(|m| Some((m, m.ip()?))).filter(|(_, ip)| contains(cidr, *ip)) {
+        out.push(json!({"ip": ip, "alloc_type": 1, "alloc_type_name": "Automatic",
                         "node_summary": {"system_id": m.system_id, "hostname": m.spec.hostname,
                                          "fqdn": format!("{}.maas", m.spec.hostname), "node_type": 0}}));
     }

@@ -38,7 +38,7 @@ pub(super) fn dict(f: &Fleet, i: usize) -> Value {
         "cpu_count": m.spec.cpu_count, "memory": m.spec.memory_mib,
         "storage": (m.spec.disk_gb * 1000) as f64, "architecture": "amd64/generic",
         "zone": {"name": m.spec.zone, "id": 1}, "pool": {"name": m.spec.pool, "id": 1},
-        "tag_names": m.spec.tags, "ip_addresses": [m.spec.ip.to_string()],
+        "tag_names": m.spec.tags, "ip_addresses": m.ip().map(|ip| ip.to_string()).into_iter().collect::<Vec<_>>(),
         "owner": m.owner, "osystem": deployed.map_or("", |d| d.osystem.as_str()),
         "distro_series": deployed.map_or("", |d| d.distro_series.as_str()),
         "resource_uri": format!("/MAAS/api/2.0/machines/{}/", m.system_id),
