@@ -384,3 +384,21 @@ fn a_machine_taken_by_someone_else_mid_way_stops_up_with_the_ways_on_and_down_cl
     assert!(ms[2].release_comments.is_empty() && ms[2].status == "Allocated");
     assert!(w.maas.reservations().is_empty());
 }
+
+#[test]
+fn every_problem_on_the_maas_side_is_named_at_once_before_anything_changes() {
+    let w = World::new(machines(1));
+    let config = "kubernetes:\n  endpoint: 10.11.12.210:6443\n  pod_cidr: 10.11.0.0/16\n";
+    std::fs::write(w.dir.path().join("cluster.yaml"), config).unwrap();
+    let out = w.run("up", &["--image", "custom/pcg-next"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = node_init_tests::text(&out.stderr);
+    for why in [
+        "--image custom/pcg-next: MAAS has no uploaded image of that name (uploaded: pcg)",
+        "kubernetes.pod_cidr 10.11.0.0/16 overlaps MAAS subnet 10.11.12.0/24",
+        "the VIP 10.11.12.210 is inside the dynamic range 10.11.12.200-10.11.12.250",
+    ] {
+        assert!(err.contains(why), "{why:?} missing in:\n{err}");
+    }
+    assert!(w.maas.operations().is_empty() && !w.state().exists());
+}

@@ -108,3 +108,63 @@ pub fn ways_on(maas: &str, state: &std::path::Path) -> String {
         dir = state.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::up::record::Vip;
+
+    fn node(name: &str, role: &str, outcome: Outcome, stage: &str) -> Node {
+        Node {
+            system_id: format!("{name}x"),
+            hostname: name.into(),
+            fqdn: format!("{name}.maas"),
+            address: Some("10.11.12.21".into()),
+            role: role.into(),
+            allocated_at: "2026-11-21T12:00:00Z".into(),
+            deploy_sent: Some("2026-11-21T12:00:00Z".into()),
+            maas_status: "Deployed".into(),
+            stage: stage.into(),
+            outcome,
+            error: (outcome == Outcome::Failed).then(|| "kubernetes: kubeadm join failed".into()),
+            last_event: None,
+            finished_at: Some("2026-11-21T12:09:12Z".into()),
+            released_at: None,
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_node_and_the_failures_name_node_stage_and_words() {
+        let rec = Record {
+            cluster: "9f3c1a2b".into(),
+            maas: "http://maas:5240/MAAS".into(),
+            nodes: 2,
+            image: "custom/pcg".into(),
+            vip: "10.11.12.100".into(),
+            vip_state: Vip::Reserved,
+            vip_hostname: "pcg-vip-9f3c1a2b".into(),
+            secrets: "pcg/secrets".into(),
+            secrets_minted: true,
+            created: String::new(),
+            allocations_sent: 2,
+            machines: vec![
+                node("node1", "init", Outcome::Done, "done"),
+                node("node2", "control-plane", Outcome::Failed, "kubernetes"),
+            ],
+            steps: vec![],
+            down: None,
+        };
+        assert_eq!(
+            table(&rec),
+            "NODE   ROLE           SYSTEM ID  ADDRESS      STAGE                TIME\n\
+             node1  init           node1x     10.11.12.21  done                 9m 12s\n\
+             node2  control-plane  node2x     10.11.12.21  kubernetes (failed)  9m 12s\n\
+             VIP 10.11.12.100 (pcg-vip-9f3c1a2b)\n"
+        );
+        assert_eq!(
+            failures(&rec),
+            ["node2 (node2x, control-plane) failed at kubernetes: kubernetes: kubeadm join failed"]
+        );
+        assert_eq!(json(&rec, false, false)["nodes"][1]["seconds"], 552);
+    }
+}
