@@ -9,6 +9,7 @@ use node_init_tests::kube::{ClusterCa, Serve, api_server};
 use node_init_tests::kubeadm::Node;
 use node_init_tests::net::Background;
 use node_init_tests::*;
+use std::path::Path;
 
 #[test]
 fn secrets_are_private_and_never_overwritten() {
@@ -288,4 +289,218 @@ fn join_material_where_kubeadm_cannot_reach_the_cluster_fails_with_kubeadms_word
     let err = text(&out.stderr);
     assert!(err.contains("creating a bootstrap token") && err.contains("failed to load admin kubeconfig"), "{err}");
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn the_kubeadm_and_kubelet_doubles_are_scripts_sh_can_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    node_init_tests::kubeadm::install(dir.path());
+    node_init_tests::kubelet::install(dir.path());
+    for script in ["usr/local/bin/kubeadm", "usr/bin/kubelet"] {
+        let out = output(std::process::Command::new("sh").arg("-n").arg(dir.path().join(script)));
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    }
+}
+
+/// The kubelet double as systemd starts it, through kubeadm's drop-in.
+fn kubelet(node: &Node) -> std::process::Output {
+    let argv = [
+        "/usr/bin/kubelet",
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--config=/var/lib/kubelet/config.yaml",
+    ];
+    output(&mut node_init_tests::rootfs::chroot(&node.path(""), &argv))
+}
+
+#[test]
+fn the_kubelet_double_refuses_until_kubeadm_configures_it_and_refuses_swap() {
+    let node = Node::new("#cloud-config\n", 0);
+    node_init_tests::kubelet::install(&node.path(""));
+    let unit = node.read("usr/lib/systemd/system/kubelet.service");
+    assert!(unit.contains("Restart=always\n") && unit.contains("RestartSec=10\n"), "{unit}");
+    let link = node.path("etc/systemd/system/multi-user.target.wants/kubelet.service");
+    assert_eq!(std::fs::read_link(link).unwrap(), Path::new("/usr/lib/systemd/system/kubelet.service"));
+    let version = output(&mut node_init_tests::rootfs::chroot(&node.path(""), &["kubelet", "--version"]));
+    assert_eq!(text(&version.stdout), "Kubernetes v1.31.4\n");
+
+    // Before kubeadm: no config, so systemd restarts it every 10 s.
+    let out = kubelet(&node);
+    assert_eq!(out.status.code(), Some(1));
+    let want = r#""command failed" err="failed to load kubelet config file, path: /var/lib/kubelet/config.yaml, error: failed to load Kubelet config file /var/lib/kubelet/config.yaml, error failed to read kubelet config file \"/var/lib/kubelet/config.yaml\", error: open /var/lib/kubelet/config.yaml: no such file or directory""#;
+    assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    node.write(
+        "var/lib/kubelet/config.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n",
+    );
+    let out = kubelet(&node);
+    assert_eq!(out.status.code(), Some(1));
+    let want =
+        "unable to load bootstrap kubeconfig: stat /etc/kubernetes/bootstrap-kubelet.conf: no such file or directory";
+    assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    // Configured, with curtin's swap file on: failSwapOn is the kubelet's default.
+    node.write("etc/kubernetes/bootstrap-kubelet.conf", "apiVersion: v1\nkind: Config\n");
+    node.write("proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n/swap.img\tfile\t4194300\t0\t-2\n");
+    let out = kubelet(&node);
+    assert_eq!(out.status.code(), Some(1));
+    let want = "failed to run Kubelet: running with swap on is not supported, please disable swap! or set --fail-swap-on \
+                flag to false. /proc/swaps contained: [Filename\tType\tSize\tUsed\tPriority /swap.img\tfile\t4194300\t0\t-2]";
+    assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+}
+
+/// A worker's JoinConfiguration for the endpoint `server`, with a short
+/// kubelet health check.
+fn join_config(server: &str) -> String {
+    format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    \
+         apiServerEndpoint: {server}\n    token: abcdef.0123456789abcdef\n  tlsBootstrapToken: abcdef.0123456789abcdef\n\
+         nodeRegistration:\n  name: \"node2.maas\"\n  kubeletExtraArgs:\n  - name: node-ip\n    value: \"10.11.12.5\"\n\
+         timeouts:\n  discovery: 10s\n  kubeletHealthCheck: 1s\n"
+    )
+}
+
+#[test]
+fn on_a_systemd_host_the_kubeadm_double_fails_preflight_with_kubeadms_words() {
+    let node = Node::new("#cloud-config\n", 0);
+    node.booted_host();
+    node.write("etc/node-init/kubeadm.yaml", &join_config("10.11.12.100:6443"));
+    std::fs::remove_file(node.path("usr/local/bin/e2e-cri-pull")).unwrap();
+    std::fs::remove_file(node.path("proc/sys/net/bridge/bridge-nf-call-iptables")).unwrap();
+    node.write("proc/sys/net/ipv4/ip_forward", "0\n");
+    node.write("proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n/swap.img\tfile\t4194300\t0\t-2\n");
+    node.write("etc/kubernetes/kubelet.conf", "");
+    // Something listens on 0.0.0.0:10250.
+    node.write(
+        "proc/net/tcp",
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+         0: 00000000:280A 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n",
+    );
+    let out = node.kubeadm(&["join", "--config", "/etc/node-init/kubeadm.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "[preflight] Running pre-flight checks\n");
+    let want = "\t[WARNING Swap]: swap is supported for cgroup v2 only. The kubelet must be properly configured to use \
+                swap. Please refer to https://kubernetes.io/docs/concepts/architecture/nodes/#swap-memory, or disable \
+                swap on the node\n\
+                error execution phase preflight: [preflight] Some fatal errors occurred:\n\
+                \t[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: /etc/kubernetes/kubelet.conf already exists\n\
+                \t[ERROR CRI]: container runtime is not running: /usr/local/bin/e2e-cri-pull, the CRI client, is missing\n\
+                \t[ERROR Port-10250]: Port 10250 is in use\n\
+                \t[ERROR FileContent--proc-sys-net-bridge-bridge-nf-call-iptables]: \
+                /proc/sys/net/bridge/bridge-nf-call-iptables does not exist\n\
+                \t[ERROR FileContent--proc-sys-net-ipv4-ip_forward]: /proc/sys/net/ipv4/ip_forward contents are not set to 1\n\
+                [preflight] If you know what you are doing, you can make a check non-fatal with \
+                `--ignore-preflight-errors=...`\nTo see the stack trace of this error execute with --v=5 or higher\n";
+    assert_eq!(text(&out.stderr), want);
+    let systemctl = node.read("var/log/systemctl");
+    assert!(
+        !systemctl.contains("stop") && !systemctl.contains("restart"),
+        "preflight touched the kubelet: {systemctl}"
+    );
+}
+
+#[test]
+fn on_a_systemd_host_the_kubeadm_double_restarts_the_kubelet_blocking_then_waits_for_it() {
+    let s = Secrets::new();
+    let ca = s.cluster_ca();
+    let bg = Background::new();
+    let api = api_server(&bg, "127.0.0.1:0".parse().unwrap(), &ca, &s.get("token"), Serve::Good);
+    let node = Node::new("#cloud-config\n", 0);
+    node.booted_host();
+    node.write("etc/node-init/kubeadm.yaml", &join_config(&api.addr.to_string()));
+    node.issue_kubelet(&ca, &api.addr.to_string(), "node2.maas");
+    let join = ["join", "--config", "/etc/node-init/kubeadm.yaml"];
+
+    // Nothing serves the kubelet's healthz: kubeadm gives up after
+    // timeouts.kubeletHealthCheck, and the bootstrap kubeconfig goes.
+    let out = node.kubeadm(&join);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("[kubelet-start] Starting the kubelet\n[kubelet-check] Waiting for a healthy kubelet at http://127.0.0.1:10248/healthz. This can take up to 1s\n[kubelet-check] The kubelet is not healthy after "), "{stdout}");
+    let want = "error execution phase kubelet-start: The HTTP call equal to 'curl -sSL http://127.0.0.1:10248/healthz' \
+                returned error: Get \"http://127.0.0.1:10248/healthz\": context deadline exceeded\n";
+    assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    assert_eq!(
+        node.read("var/log/systemctl")
+            .lines()
+            .filter(|l| !l.starts_with("status") && !l.starts_with("is-"))
+            .collect::<Vec<_>>(),
+        ["daemon-reload", "stop kubelet", "daemon-reload", "restart kubelet"]
+    );
+    assert!(!node.path("etc/kubernetes/bootstrap-kubelet.conf").exists());
+    let config = node.read("var/lib/kubelet/config.yaml");
+    assert!(config.contains("cgroupDriver: systemd\n") && config.contains("clusterDNS:\n- 10.96.0.10\n"), "{config}");
+    assert!(!config.contains("failSwapOn"), "kubeadm leaves failSwapOn to the kubelet's default: {config}");
+    let hostname = run(std::process::Command::new("uname").arg("-n")).trim().to_lowercase();
+    let override_ = if hostname == "node2.maas" { "" } else { " --hostname-override=node2.maas" };
+    assert_eq!(
+        node.read("var/lib/kubelet/kubeadm-flags.env"),
+        format!(
+            "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock\
+             {override_} --node-ip=10.11.12.5 --pod-infra-container-image=registry.k8s.io/pause:3.10\"\n"
+        )
+    );
+    // A worker pulls nothing; the CRI was only asked whether it runs.
+    assert_eq!(node.read("var/log/cri-pull"), "--status\n");
+
+    // The kubelet answers: the join goes on to the TLS bootstrap, whose
+    // kubelet.conf is what the test issued.
+    let healthz = std::net::TcpListener::bind("127.0.0.1:10248").expect("127.0.0.1:10248 is taken");
+    std::thread::spawn(move || {
+        for conn in healthz.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0; 1024];
+            let _ = std::io::Read::read(&mut c, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut c,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            );
+        }
+    });
+    let out = node.kubeadm(&join);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("[kubelet-check] The kubelet is healthy after "), "{stdout}");
+    assert!(stdout.contains("[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap\n"), "{stdout}");
+    assert!(stdout.contains("This node has joined the cluster:\n"), "{stdout}");
+    assert!(node.path("etc/kubernetes/kubelet.conf").exists());
+    assert!(!node.path("etc/kubernetes/bootstrap-kubelet.conf").exists());
+}
+
+#[test]
+fn on_a_systemd_host_kubeadm_init_pulls_kubeadms_images_through_the_cri_and_fails_as_kubeadm_does() {
+    let node = Node::new("#cloud-config\n", 0);
+    node.booted_host();
+    node.write(
+        "etc/node-init/kubeadm.yaml",
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint:\n  bindPort: 6443\n---\n\
+         apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.31.4\n\
+         imageRepository: mirror.example/k8s\n",
+    );
+    node.write("var/log/cri-pull.fail", "mirror.example/k8s/etcd:3.5.15-0\n");
+    let out = node.kubeadm(&["init", "--config", "/etc/node-init/kubeadm.yaml", "--upload-certs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let images = [
+        "mirror.example/k8s/kube-apiserver:v1.31.4",
+        "mirror.example/k8s/kube-controller-manager:v1.31.4",
+        "mirror.example/k8s/kube-scheduler:v1.31.4",
+        "mirror.example/k8s/kube-proxy:v1.31.4",
+        // Only registry.k8s.io nests CoreDNS under coredns/.
+        "mirror.example/k8s/coredns:v1.11.3",
+        "mirror.example/k8s/pause:3.10",
+    ];
+    let mut want: Vec<&str> = vec!["--status"];
+    want.extend(images);
+    // PullImageRetry: five tries.
+    want.extend(["mirror.example/k8s/etcd:3.5.15-0"; 5]);
+    assert_eq!(node.read("var/log/cri-pull").lines().collect::<Vec<_>>(), want);
+    let err = text(&out.stderr);
+    let line = "\t[ERROR ImagePull]: failed to pull image mirror.example/k8s/etcd:3.5.15-0: failed to pull image \
+                mirror.example/k8s/etcd:3.5.15-0: rpc error: code = NotFound desc = failed to pull and unpack image \
+                \"mirror.example/k8s/etcd:3.5.15-0\"\n";
+    assert!(
+        err.starts_with("error execution phase preflight: [preflight] Some fatal errors occurred:\n")
+            && err.contains(line),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("[kubelet-start]"), "{}", text(&out.stdout));
 }

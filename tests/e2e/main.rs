@@ -20,6 +20,7 @@ mod journal;
 mod kubernetes;
 // The patch stage with real apt in the real rootfs.
 mod patch;
+mod registry;
 // The proxy CA in the real rootfs's trust store, as its curl sees it.
 mod rootfs;
 // `node-init up` and `down` against the MAAS API stand-in.
@@ -32,6 +33,8 @@ mod user_data;
 mod verify;
 // `node-init verify` in a namespace: DNS, CIDRs, the VIP, egress.
 mod verify_net;
+// verify's peers check against namespaces that listen, refuse, lose and drop.
+mod verify_peers;
 // verify's stricter checks: wildcards, the clock, registries, ARP, etcd's disk.
 mod verify_strict;
 // The built image checked with its own systemd.

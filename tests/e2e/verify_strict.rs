@@ -278,7 +278,7 @@ fn verify_measures_etcds_fdatasync_on_the_filesystem_under_var_lib() {
     // Free space is measured where the cluster writes, not on /.
     let (s, r) = outcome(&v, "disk");
     assert_eq!(s, "fail");
-    assert_eq!(r, "0 GiB free of 0 GiB on /var/lib, minimum 60 GiB free");
+    assert_eq!(r, "0 GiB free of 0 GiB on /var/lib, minimum 20 GiB free");
 
     // ext4 on a loop device held to 20 writes a second: each fdatasync
     // waits for its turn, and the budget (half of 0.9 x 4s) cuts the run.

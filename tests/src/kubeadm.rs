@@ -12,6 +12,18 @@
 //! reset deletes. `token create` and `init phase upload-certs` answer as
 //! kubeadm does, on stdout, only where admin.conf lets them talk to the
 //! cluster, and keep what they minted under `/var/log/kubeadm/`.
+//!
+//! On a host booted with systemd (a VM guest), `init` and `join` also do
+//! to the host what kubeadm v1.31 does, phase by phase, with kubeadm's
+//! output and errors: preflight (the files, ports, sysctls, CRI, kubelet
+//! and swap checks, `--ignore-preflight-errors` honoured), the image pulls
+//! of init and a control-plane join through the CRI client
+//! `/usr/local/bin/e2e-cri-pull`, kubelet-start (the kubelet's config and
+//! flags, `systemctl daemon-reload` and a blocking `systemctl restart
+//! kubelet`), kubelet-check (healthz within 4m0s), and a join's TLS
+//! bootstrap (kubelet.conf from `issue/`). Every kubeadm line also shows on
+//! the console as `fake-kubeadm: ...`. `Node::booted_host` makes a chroot
+//! look like such a host.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +35,7 @@ use crate::rootfs::extracted;
 use crate::{node_init, set_boot_id};
 
 /// The script; see the module's doc.
-const FAKE_KUBEADM: &str = r#"#!/bin/sh
+const FAKE_KUBEADM: &str = r##"#!/bin/sh
 # In a VM, each call also shows on the serial console.
 [ -w /dev/ttyS0 ] && echo "fake-kubeadm: $*" > /dev/ttyS0
 log=/var/log/kubeadm
@@ -43,6 +55,403 @@ admin() {
   exit 1
 }
 chars() { tr -dc 'a-z0-9' </dev/urandom | head -c "$1"; }
+
+# ---- On a host booted with systemd: what kubeadm v1.31 does to it. ----
+# sd_booted(3)'s test. Under `node-init run --root` the double runs in a
+# chroot with no systemd: nothing there answers systemctl, listens on a
+# port or runs a CRI, and /proc is the root's own directory, so there it
+# only lays down the node's files, as it always did.
+booted() { [ -d /run/systemd/system ]; }
+# One line of kubeadm's stdout, also on the console so a hang shows where.
+say() { printf '%s\n' "$*"; [ -w /dev/ttyS0 ] && printf 'fake-kubeadm: %s\n' "$*" > /dev/ttyS0; }
+console() { [ -w /dev/ttyS0 ] && printf 'fake-kubeadm: %s\n' "$*" > /dev/ttyS0; }
+# kubeadm's error on stderr (every line on the console), and its exit.
+die() {
+  printf '%s\nTo see the stack trace of this error execute with --v=5 or higher\n' "$*" >&2
+  [ -w /dev/ttyS0 ] && printf '%s\n' "$*" | sed 's/^/fake-kubeadm: /' > /dev/ttyS0
+  exit 1
+}
+# `key: value` at the top level of file $2, then at any depth; unquoted.
+top() { [ -f "$2" ] && sed -n "s/^$1: *\(..*\)/\1/p" "$2" | head -n 1 | tr -d '"'; }
+any() { [ -f "$2" ] && sed -n "s/^ *$1: *\(..*\)/\1/p" "$2" | head -n 1 | tr -d '"'; }
+# Seconds in a Go duration (4m0s), and back; $2 when it is not one.
+secs() {
+  echo "$1" | grep -Eq '^([0-9]+h)?([0-9]+m)?([0-9]+s)?$' || { echo "$2"; return; }
+  echo $(( $(echo "$1" | sed -e 's/h/*3600+/' -e 's/m/*60+/' -e 's/s$//' -e 's/+$//') + 0 ))
+}
+godur() {
+  if [ "$1" -ge 3600 ]; then echo "$(($1 / 3600))h$(($1 % 3600 / 60))m$(($1 % 60))s"
+  elif [ "$1" -ge 60 ]; then echo "$(($1 / 60))m$(($1 % 60))s"; else echo "$1s"; fi
+}
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.9fs\n", b - a }'; }
+
+# preflight.RunChecks (cmd/kubeadm/app/preflight/checks.go): a failed check
+# is an error unless --ignore-preflight-errors or the config's
+# nodeRegistration.ignorePreflightErrors names it (any case) or says
+# `all`; then it is a warning. Warnings print at once, errors at the end.
+errs=
+warn() { printf '\t[WARNING %s]: %s\n' "$1" "$2" >&2; }
+fail() {
+  case "$ignore" in *" all "* | *" $(echo "$1" | tr 'A-Z' 'a-z') "*) warn "$1" "$2"; return;; esac
+  errs="$errs$(printf '\t[ERROR %s]: %s' "$1" "$2")
+"
+}
+fatal() {
+  [ -n "$errs" ] || return 0
+  die "error execution phase preflight: [preflight] Some fatal errors occurred:
+${errs}[preflight] If you know what you are doing, you can make a check non-fatal with \`--ignore-preflight-errors=...\`"
+}
+# FileAvailableCheck: the file must not exist yet.
+available() { if [ -e "$1" ]; then fail "FileAvailable-$(echo "$1" | tr / -)" "$1 already exists"; fi; }
+# DirAvailableCheck: the directory is missing or empty.
+dir_available() {
+  if [ -d "$1" ] && [ -n "$(ls -A "$1")" ]; then fail "DirAvailable-$(echo "$1" | tr / -)" "$1 is not empty"; fi
+}
+# FileContentCheck: the file's first byte is "1" (addIPv4Checks: the
+# bridge sysctl exists only once br_netfilter is loaded).
+content() {
+  name="FileContent-$(echo "$1" | tr / -)"
+  if [ ! -r "$1" ]; then fail "$name" "$1 does not exist"
+  elif [ "$(head -c 1 "$1")" != 1 ]; then fail "$name" "$1 contents are not set to 1"; fi
+}
+ipv4() { content /proc/sys/net/bridge/bridge-nf-call-iptables; content /proc/sys/net/ipv4/ip_forward; }
+# PortOpenCheck listens on :PORT, which fails while anything listens there.
+port() {
+  hex=$(printf ':%04X' "$1")
+  if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }'; then
+    fail "Port-$1" "Port $1 is in use"
+  fi
+}
+# The ports, manifests and etcd directory InitNodeChecks looks at.
+control_plane_checks() {
+  bind=$(any bindPort "$cfg")
+  port "${bind:-6443}"; port 10259; port 10257
+  for c in kube-apiserver kube-controller-manager kube-scheduler etcd; do available /etc/kubernetes/manifests/$c.yaml; done
+}
+etcd_checks() { port 2379; port 2380; dir_available /var/lib/etcd; }
+# addCommonChecks. ContainerRuntimeCheck asks the CRI's RuntimeService
+# Status (util/runtime: "container runtime is not running" wraps the
+# error); e2e-cri-pull is the CRI client that asks it here.
+common_checks() {
+  cri=/usr/local/bin/e2e-cri-pull
+  if [ ! -x $cri ]; then fail CRI "container runtime is not running: $cri, the CRI client, is missing"
+  elif ! out=$(timeout 120 $cri --status 2>&1); then fail CRI "container runtime is not running: $(printf '%s' "$out" | tr '\n' ' ')"; fi
+  # SwapCheck only warns in 1.31 (kubernetes#125157): the kubelet refuses.
+  if [ -r /proc/swaps ] && [ "$(wc -l < /proc/swaps)" -gt 1 ]; then
+    warn Swap "swap is supported for cgroup v2 only. The kubelet must be properly configured to use swap. Please refer to https://kubernetes.io/docs/concepts/architecture/nodes/#swap-memory, or disable swap on the node"
+  fi
+  if ! command -v kubelet > /dev/null; then
+    fail KubeletVersion "couldn't get kubelet version: cannot execute 'kubelet --version': executable file not found in \$PATH"
+  elif ! kubelet --version 2>/dev/null | grep -q '^Kubernetes v'; then
+    fail KubeletVersion "couldn't get kubelet version: Unable to parse output from Kubelet: \"$(kubelet --version 2>&1)\""
+  fi
+  # ServiceCheck (no init system: initsystem.GetInitSystem's error).
+  if ! command -v systemctl > /dev/null; then
+    warn Service-Kubelet "no supported init system detected, skipping checking for services"
+  elif systemctl status kubelet 2>/dev/null | grep -q 'Loaded: not-found'; then warn Service-Kubelet "kubelet service does not exist"
+  elif ! systemctl is-enabled kubelet > /dev/null 2>&1; then
+    warn Service-Kubelet "kubelet service is not enabled, please run 'systemctl enable kubelet.service'"
+  fi
+  port 10250
+}
+
+# ImagePullCheck, after the checks of init and of a control-plane join: the
+# images of images.GetControlPlaneImages for the ClusterConfiguration, in
+# its order. CoreDNSVersion and PauseVersion are kubeadm 1.31's constants,
+# etcd its SupportedEtcdVersion for 1.31 (as `kubeadm config images list`
+# prints them for v1.31.x; minikube's constants_kubeadm_images.go keeps
+# that list). Only the default repository nests CoreDNS one level deeper
+# (images.GetDNSImage). Each pull goes through containerd's CRI, so
+# containerd's own environment decides the proxy; PullImage tries 5 times
+# (constants.PullImageRetry).
+images() {
+  for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do echo "$repo/$c:$version"; done
+  if [ "$repo" = registry.k8s.io ]; then echo "$repo/coredns/coredns:v1.11.3"; else echo "$repo/coredns:v1.11.3"; fi
+  echo "$repo/pause:3.10"
+  echo "$repo/etcd:3.5.15-0"
+}
+pull() {
+  say "[preflight] Pulling images required for setting up a Kubernetes cluster"
+  say "[preflight] This might take a minute or two, depending on the speed of your internet connection"
+  say "[preflight] You can also perform this action beforehand using 'kubeadm config images pull'"
+  for image in $(images); do
+    console "[preflight] pulling $image"
+    i=0
+    until out=$(/usr/local/bin/e2e-cri-pull "$image" 2>&1); do
+      i=$((i + 1))
+      [ $i -lt 5 ] && continue
+      fail ImagePull "failed to pull image $image: failed to pull image $image: $(printf '%s' "$out" | tr '\n' ' ')"
+      break
+    done
+  done
+  fatal
+}
+
+# initsystem.SystemdInitSystem: `systemctl daemon-reload`, then the verb,
+# each waited for, their output discarded; the error is Go's.
+service() {
+  systemctl daemon-reload > /dev/null 2>&1; s=$?
+  [ $s -eq 0 ] || { echo "failed to reload systemd: exit status $s"; return 1; }
+  systemctl "$1" kubelet > /dev/null 2>&1; s=$?
+  [ $s -eq 0 ] || { echo "exit status $s"; return 1; }
+}
+# phases/kubelet/kubelet.go: TryStopKubelet, TryStartKubelet. kubeadm only
+# warns when these fail. The restart blocks until systemd has restarted
+# the kubelet: a unit ordered before kubelet.service that runs kubeadm
+# waits on itself here, for ever.
+stop_kubelet() {
+  command -v systemctl > /dev/null || return
+  err=$(service stop) || say "[kubelet-start] WARNING: unable to stop the kubelet service momentarily: [$err]"
+}
+start_kubelet() {
+  if ! command -v systemctl > /dev/null; then
+    say "[kubelet-start] no supported init system detected, won't make sure the kubelet is running properly."
+    return
+  fi
+  if systemctl status kubelet 2>/dev/null | grep -q 'Loaded: not-found'; then
+    say "[kubelet-start] couldn't detect a kubelet service, can't make sure the kubelet is running properly."
+  fi
+  if ! err=$(service restart); then
+    say "[kubelet-start] WARNING: unable to start the kubelet service: [$err]"
+    say "[kubelet-start] Please ensure kubelet is reloaded and running manually."
+  fi
+}
+# WriteConfigToDisk: the KubeletConfiguration kubeadm's componentconfigs
+# (kubelet.go, Default) fills in. failSwapOn is not among them: the
+# kubelet's own default, true, applies.
+kubelet_config() {
+  say "[kubelet-start] Writing kubelet configuration to file \"/var/lib/kubelet/config.yaml\""
+  mkdir -p /var/lib/kubelet
+  svc=$(any serviceSubnet "$cluster"); svc=${svc%%,*}
+  dns=$(echo "${svc%/*}" | awk -F. 'NF == 4 { n = (($1 * 256 + $2) * 256 + $3) * 256 + $4 + 10
+    printf "%d.%d.%d.%d", int(n / 16777216) % 256, int(n / 65536) % 256, int(n / 256) % 256, n % 256 }')
+  domain=$(any dnsDomain "$cluster")
+  resolv=
+  systemctl is-active systemd-resolved > /dev/null 2>&1 && resolv="resolvConf: /run/systemd/resolve/resolv.conf
+"
+  cat > /var/lib/kubelet/config.yaml <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: Webhook
+cgroupDriver: systemd
+clusterDNS:
+- ${dns:-10.96.0.10}
+clusterDomain: ${domain:-cluster.local}
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+kind: KubeletConfiguration
+${resolv}rotateCertificates: true
+staticPodPath: /etc/kubernetes/manifests
+EOF
+}
+# WriteKubeletDynamicEnvFile (phases/kubelet/flags.go): the CRI endpoint,
+# the pause image, --hostname-override when the node's name is not the
+# hostname, then nodeRegistration.kubeletExtraArgs (v1beta4's list or
+# v1beta3's map), which win; sorted by name.
+kubelet_flags() {
+  say "[kubelet-start] Writing kubelet environment file with flags to file \"/var/lib/kubelet/kubeadm-flags.env\""
+  mkdir -p /var/lib/kubelet
+  sock=$(any criSocket "$cfg")
+  name=$(sed -n 's/^  name: *//p' "$cfg" 2>/dev/null | head -n 1 | tr -d '"')
+  args=$({
+    [ -f "$cfg" ] && awk '/^  kubeletExtraArgs:/ { x = 1; next }
+      x && /^  - name: / { k = $0; sub(/^  - name: */, "", k); gsub(/"/, "", k); next }
+      x && /^    value: / { v = $0; sub(/^    value: */, "", v); gsub(/^"|"$/, "", v); print k "=" v; next }
+      x && /^    [^ ]+: / { k = $0; sub(/^ */, "", k); v = k; sub(/:.*/, "", k); sub(/^[^:]*: */, "", v); gsub(/^"|"$/, "", v); print k "=" v; next }
+      { x = 0 }' "$cfg"
+    echo "container-runtime-endpoint=${sock:-unix:///var/run/containerd/containerd.sock}"
+    echo "pod-infra-container-image=$repo/pause:3.10"
+    [ -n "$name" ] && [ "$name" != "$(uname -n | tr 'A-Z' 'a-z')" ] && echo "hostname-override=$name"
+  } | awk -F= '!seen[$1]++' | LC_ALL=C sort | sed 's/^/--/' | tr '\n' ' ' | sed 's/ $//')
+  printf 'KUBELET_KUBEADM_ARGS="%s"\n' "$args" > /var/lib/kubelet/kubeadm-flags.env
+}
+# apiclient.WaitForKubelet: GET the kubelet's healthz every 500 ms until
+# it answers 200 or timeouts.kubeletHealthCheck (4m0s by default) runs
+# out. Go's client never proxies a loopback address; curl is told not to.
+kubelet_check() {
+  t=$(secs "$(any kubeletHealthCheck "$cfg")" 240)
+  url=http://127.0.0.1:10248/healthz
+  say "[kubelet-check] Waiting for a healthy kubelet at $url. This can take up to $(godur "$t")"
+  start=$(date +%s.%N)
+  end=$(($(date +%s) + t))
+  until curl -sf --noproxy '*' --max-time 2 -o /dev/null $url; do
+    if [ "$(date +%s)" -ge $end ]; then
+      say "[kubelet-check] The kubelet is not healthy after $(since "$start")"
+      err="The HTTP call equal to 'curl -sSL $url' returned error: Get \"$url\": context deadline exceeded"
+      fail_msg "$err"
+      die "error execution phase $1: $err"
+    fi
+    sleep 0.5
+  done
+  say "[kubelet-check] The kubelet is healthy after $(since "$start")"
+}
+# kubeadmJoinFailMsg (phases/join/kubelet.go), on stdout.
+fail_msg() {
+  printf '\nUnfortunately, an error has occurred:\n\t%s\n\n' "$1"
+  printf 'This error is likely caused by:\n\t- The kubelet is not running\n'
+  printf '\t- The kubelet is unhealthy due to a misconfiguration of the node in some way (required cgroups disabled)\n\n'
+  printf 'If you are on a systemd-powered system, you can try to troubleshoot the error with the following commands:\n'
+  printf "\t- 'systemctl status kubelet'\n\t- 'journalctl -xeu kubelet'\n\n"
+}
+# Token discovery's cluster-info (discovery/token): kubeadm asks the
+# endpoint every 5 s until timeouts.discovery (5m0s by default) runs out.
+# node-init has already verified its signature and CA pin; the double only
+# takes the CA it carries, as kubeadm does after verifying.
+discover() {
+  # v1beta4's timeouts.discovery, else v1beta3's discovery.timeout.
+  t=$(secs "$(any discovery "$cfg")" "")
+  [ -n "$t" ] || t=$(secs "$(any timeout "$cfg")" 300)
+  end=$(($(date +%s) + t))
+  url="https://$server/api/v1/namespaces/kube-public/configmaps/cluster-info"
+  until ca=$(curl -sfk --noproxy '*' --max-time 10 "$url" | sed -n 's/.*certificate-authority-data: \([A-Za-z0-9+\/=]*\).*/\1/p') &&
+    [ -n "$ca" ]; do
+    [ "$(date +%s)" -ge $end ] &&
+      die "error execution phase preflight: couldn't validate the identity of the API Server: failed to request the cluster-info ConfigMap: client rate limiter Wait returned an error: context deadline exceeded"
+    sleep 5
+  done
+}
+# The kubeconfig the kubelet's TLS bootstrap starts from
+# (phases/join/kubelet.go, runKubeletStartJoinPhase).
+bootstrap_kubeconfig() {
+  mkdir -p /etc/kubernetes
+  (umask 077; cat > /etc/kubernetes/bootstrap-kubelet.conf <<EOF
+apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: $ca
+    server: https://$server
+  name: kubernetes
+contexts:
+- context:
+    cluster: kubernetes
+    user: tls-bootstrap-token-user
+  name: tls-bootstrap-token-user@kubernetes
+current-context: tls-bootstrap-token-user@kubernetes
+kind: Config
+preferences: {}
+users:
+- name: tls-bootstrap-token-user
+  user:
+    token: $token
+EOF
+  )
+}
+
+# `kubeadm init`, phase by phase (cmd/kubeadm/app/cmd/init.go). certs,
+# kubeconfig, etcd and control-plane write what the test put under
+# issue/: the double has no control plane to start, so after kubelet-check
+# it stops where kubeadm would wait for the API server.
+init_booted() {
+  cluster=$cfg
+  # preflight (phases/init/preflight.go: RunInitNodeChecks, then the pulls).
+  say "[preflight] Running pre-flight checks"
+  control_plane_checks
+  common_checks
+  ipv4
+  etcd_checks
+  fatal
+  pull
+  # certs, kubeconfig, etcd, control-plane.
+  [ -d $log/issue ] && cp -a $log/issue/. /
+  # kubelet-start (phases/init/kubelet.go): stop, the env file, the
+  # config, then the blocking restart.
+  stop_kubelet
+  kubelet_flags
+  kubelet_config
+  say "[kubelet-start] Starting the kubelet"
+  start_kubelet
+  # wait-control-plane: first the kubelet's health.
+  say "[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory \"/etc/kubernetes/manifests\""
+  kubelet_check wait-control-plane
+  say "Your Kubernetes control-plane has initialized successfully!"
+}
+
+# `kubeadm join`, phase by phase (cmd/kubeadm/app/cmd/join.go).
+join_booted() {
+  # A join reads the ClusterConfiguration (version, repository, service
+  # subnet) from the cluster's kubeadm-config ConfigMap. No cluster stands
+  # behind the double: it reads $log/cluster-config when a test put one
+  # there, else kubeadm's defaults at its own version.
+  cluster=$log/cluster-config
+  server=$(any apiServerEndpoint "$cfg")
+  case "$2" in -* | "") ;; *) server=${server:-$2};; esac
+  token=$(any tlsBootstrapToken "$cfg")
+  token=${token:-$(flag --tls-bootstrap-token "$@")}
+  token=${token:-$(flag --token "$@")}
+  # preflight (phases/join/preflight.go: JoinNodeChecks; the IPv4 checks
+  # only when the endpoint is an IPv4 address).
+  say "[preflight] Running pre-flight checks"
+  available /etc/kubernetes/kubelet.conf
+  available /etc/kubernetes/bootstrap-kubelet.conf
+  common_checks
+  [ -z "$control_plane" ] && available /etc/kubernetes/pki/ca.crt
+  echo "${server%:*}" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$' && ipv4
+  fatal
+  discover
+  say "[preflight] Reading configuration from the cluster..."
+  say "[preflight] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'"
+  if [ -n "$control_plane" ]; then
+    say "[preflight] Running pre-flight checks before initializing the new control plane instance"
+    control_plane_checks
+    etcd_checks
+    fatal
+    pull
+  fi
+  # kubelet-start (phases/join/kubelet.go): the bootstrap kubeconfig
+  # (deleted when the phase returns, however it returns), stop, the config,
+  # the env file, the blocking restart, the kubelet's health, then its TLS
+  # bootstrap.
+  bootstrap_kubeconfig
+  trap 'rm -f /etc/kubernetes/bootstrap-kubelet.conf' EXIT
+  stop_kubelet
+  kubelet_config
+  kubelet_flags
+  say "[kubelet-start] Starting the kubelet"
+  start_kubelet
+  kubelet_check kubelet-start
+  # The kubelet's TLS bootstrap writes kubelet.conf; here it is what the
+  # test put under issue/. Without it no kubelet.conf will ever appear, so
+  # the double fails now with the error kubeadm gives after
+  # timeouts.tlsBootstrap.
+  say "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap"
+  [ -d $log/issue ] && cp -a $log/issue/. /
+  if [ ! -f /etc/kubernetes/kubelet.conf ]; then
+    fail_msg "context deadline exceeded"
+    die "error execution phase kubelet-start: context deadline exceeded"
+  fi
+  rm -f /etc/kubernetes/bootstrap-kubelet.conf
+  trap - EXIT
+  say ""
+  say "This node has joined the cluster:"
+  say "* Certificate signing request was sent to apiserver and a response was received."
+  say "* The Kubelet was informed of the new secure connection details."
+}
+
+# The --config file, what to pull and which checks are ignored.
+setup() {
+  cfg=$(flag --config "$@")
+  control_plane=
+  if [ "$1" = init ] || grep -q '^controlPlane:' "$cfg" 2>/dev/null; then control_plane=1; fi
+  for a in "$@"; do [ "$a" = --control-plane ] && control_plane=1; done
+  ignore="$(flag --ignore-preflight-errors "$@")"
+  for a in "$@"; do case "$a" in --ignore-preflight-errors=*) ignore="$ignore,${a#*=}";; esac; done
+  [ -f "$cfg" ] && ignore="$ignore $(awk '/^  ignorePreflightErrors:/ { x = 1; next }
+    x && /^  - / { sub(/^  - */, ""); gsub(/"/, ""); print; next } { x = 0 }' "$cfg")"
+  ignore=" $(echo $ignore | tr ',A-Z' ' a-z') "
+  if [ "$1" = init ]; then version=$(top kubernetesVersion "$cfg"); repo=$(top imageRepository "$cfg")
+  else version=$(top kubernetesVersion $log/cluster-config); repo=$(top imageRepository $log/cluster-config); fi
+  version=${version:-v1.31.4}
+  repo=${repo:-registry.k8s.io}
+}
+
 case "$1 $2 $3" in
 "init phase upload-certs")
   admin
@@ -75,9 +484,16 @@ init|join)
     echo "[ERROR FileAvailable]: scripted failure" >&2
     exit 1
   fi
+  if booted; then
+    setup "$@"
+    "$1"_booted "$@"
+    exit 0
+  fi
   [ -d $log/issue ] && cp -a $log/issue/. /
   echo "kubeadm $1 done";;
 reset)
+  # cleanupnode.go stops the kubelet first; in a chroot there is none.
+  booted && command -v systemctl > /dev/null && { echo "[reset] Stopping the kubelet service"; systemctl stop kubelet; }
   # kubeadm reset's own list (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go).
   rm -rf /etc/kubernetes/manifests/* /var/lib/kubelet/* /etc/kubernetes/pki/* /var/lib/etcd/*
   for f in admin.conf super-admin.conf kubelet.conf bootstrap-kubelet.conf controller-manager.conf scheduler.conf; do
@@ -85,7 +501,7 @@ reset)
   done;;
 esac
 exit 0
-"#;
+"##;
 
 /// Puts the double at `usr/local/bin/kubeadm` under `root`, executable.
 pub fn install(root: &Path) {
@@ -195,6 +611,46 @@ impl Node {
     /// `node-init run --root` into this node.
     pub fn run(&self) -> std::process::Output {
         node_init(&["run", "--root", &self.arg()])
+    }
+
+    /// This root as a host booted with systemd, seen from a chroot:
+    /// `/run/systemd/system` (what sd_booted(3) tests), a `systemctl` that
+    /// keeps every call in `/var/log/systemctl` and knows the kubelet's
+    /// unit, a CRI client that answers and keeps every call in
+    /// `/var/log/cri-pull` (failing pulls of the images listed in
+    /// `/var/log/cri-pull.fail`), the sysctls kubeadm checks at 1, no swap,
+    /// no listener (`/proc` is the root's own files), and the kubelet
+    /// double.
+    pub fn booted_host(&self) {
+        std::fs::create_dir_all(self.path("run/systemd/system")).unwrap();
+        self.script(
+            "usr/local/bin/systemctl",
+            "#!/bin/sh\necho \"$*\" >> /var/log/systemctl\ncase \"$1\" in\n\
+             status) echo '     Loaded: loaded (/usr/lib/systemd/system/kubelet.service; enabled)';;\n\
+             is-active) exit 3;;\nesac\n",
+        );
+        self.script(
+            "usr/local/bin/e2e-cri-pull",
+            "#!/bin/sh\necho \"$*\" >> /var/log/cri-pull\n\
+             if grep -qxF -- \"$1\" /var/log/cri-pull.fail 2>/dev/null; then\n  \
+             echo \"rpc error: code = NotFound desc = failed to pull and unpack image \\\"$1\\\"\" >&2; exit 1\nfi\n",
+        );
+        self.write("proc/sys/net/ipv4/ip_forward", "1\n");
+        self.write("proc/sys/net/bridge/bridge-nf-call-iptables", "1\n");
+        self.write("proc/swaps", "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
+        crate::kubelet::install(self.root.path());
+    }
+
+    fn script(&self, rel: &str, content: &str) {
+        self.write(rel, content);
+        std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// `kubeadm ARGS` chrooted into this node, as node-init runs it.
+    pub fn kubeadm(&self, args: &[&str]) -> std::process::Output {
+        let mut argv = vec!["kubeadm"];
+        argv.extend(args);
+        crate::output(&mut crate::rootfs::chroot(self.root.path(), &argv))
     }
 }
 

@@ -26,6 +26,8 @@ pub mod kubelet;
 pub mod maas;
 // Namespaces, CONNECT and intercepting proxies, TLS and file servers.
 pub mod net;
+// The cluster's other nodes as namespaces with listeners, netem and MTUs.
+pub mod peers;
 // `node-init verify` in a namespace with its own DNS, and its report.
 pub mod preflight;
 // The distribution registry, its images, and a CRI client.

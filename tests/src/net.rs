@@ -369,15 +369,39 @@ pub fn intercepting_proxy(
     ca_key_pem: &str,
     upstream: SocketAddr,
 ) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    intercepting_proxy_routes(bg, addr, ca_cert_pem, ca_key_pem, vec![(ANY_HOST.to_owned(), upstream)])
+}
+
+/// The route host that catches every CONNECT whose host has no route of
+/// its own.
+pub const ANY_HOST: &str = "*";
+
+/// The same proxy, with the upstream picked by the CONNECT's host (port
+/// ignored; [`ANY_HOST`] catches the rest): one stand-in answering as
+/// several hosts, as registry.k8s.io and ghcr.io both go to one registry.
+/// A host with no route is logged like any other and answered as squid
+/// answers a name it cannot resolve or a target it cannot reach,
+/// `503 Service Unavailable` with its error page (squid's
+/// `PeerSelector::noteIps` makes `ERR_DNS_FAIL` and
+/// `FwdState::connectDone` `ERR_CONNECT_FAIL`, both
+/// `Http::scServiceUnavailable`); the client never gets a tunnel.
+pub fn intercepting_proxy_routes(
+    bg: &Background,
+    addr: SocketAddr,
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    routes: Vec<(String, SocketAddr)>,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
     let key = rcgen::KeyPair::from_pem(ca_key_pem).expect("proxy CA key");
     let issuer = Arc::new(rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, key).expect("proxy CA"));
+    let routes = Arc::new(routes);
     let listener = bg.listen(addr);
     let bound = listener.local_addr().expect("local addr");
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = log.clone();
     bg.spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let (issuer, seen) = (issuer.clone(), seen.clone());
+            let (issuer, seen, routes) = (issuer.clone(), seen.clone(), routes.clone());
             tokio::spawn(async move {
                 let Some(head) = request_head(&mut client).await else { return };
                 let Some(target) = head.strip_prefix("CONNECT ").and_then(|r| r.split_whitespace().next()) else {
@@ -386,6 +410,10 @@ pub fn intercepting_proxy(
                 };
                 seen.lock().expect("log").push(format!("CONNECT {target}"));
                 let host = target.rsplit_once(':').map_or(target, |(h, _)| h).to_owned();
+                let Some(upstream) = route(&routes, &host) else {
+                    let _ = client.write_all(unreachable_reply(&host).as_bytes()).await;
+                    return;
+                };
                 let key = rcgen::KeyPair::generate().expect("key");
                 let Ok(leaf) = rcgen::CertificateParams::new(vec![host]).and_then(|p| p.signed_by(&key, &*issuer))
                 else {
@@ -400,4 +428,24 @@ pub fn intercepting_proxy(
         }
     });
     (bound, log)
+}
+
+/// The upstream for `host`: its own route, else the catch-all's.
+fn route(routes: &[(String, SocketAddr)], host: &str) -> Option<SocketAddr> {
+    let find = |name: &str| routes.iter().find(|(h, _)| h.eq_ignore_ascii_case(name)).map(|(_, a)| *a);
+    find(host).or_else(|| find(ANY_HOST))
+}
+
+/// Squid's answer to a CONNECT whose host it cannot resolve: the status,
+/// its `X-Squid-Error` header and a short error page, then the
+/// connection closes.
+fn unreachable_reply(host: &str) -> String {
+    let body =
+        format!("<html><body><p>Unable to determine IP address from host name <q>{host}</q></p></body></html>\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nServer: squid\r\nMime-Version: 1.0\r\n\
+         Content-Type: text/html;charset=utf-8\r\nContent-Length: {}\r\nX-Squid-Error: ERR_DNS_FAIL 0\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
 }

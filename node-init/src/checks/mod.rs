@@ -18,6 +18,7 @@ mod hostname;
 mod http;
 mod kernel;
 mod maas;
+mod peers;
 mod registry;
 mod resources;
 mod runtime;
@@ -114,6 +115,7 @@ pub const TABLE: &[&dyn Check] = &[
     &registry::Registry,
     &vip::Vip,
     &duplicate_ip::DuplicateIp,
+    &peers::Peers,
     &maas::Metadata,
     &runtime::Runtime,
 ];

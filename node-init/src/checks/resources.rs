@@ -1,5 +1,6 @@
 //! CPU, memory and free disk under `/var/lib` against `resources:`
-//! minimums (default 4 CPU, 8 GiB, 60 GiB: the MAAS gateway's sizing).
+//! minimums (default 4 CPU and 8 GiB, the MAAS gateway's sizing, and 20
+//! GiB free, what the cluster writes there: see `config::default_disk`).
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;

@@ -96,7 +96,7 @@ async fn arp_owner(f: &Inputs<'_>, ip: IpAddr, wait: Duration) -> Result<Option<
 }
 
 /// The hardware address of a complete entry for `ip` in `/proc/net/arp`.
-fn complete_entry(table: &str, ip: IpAddr) -> Option<String> {
+pub(super) fn complete_entry(table: &str, ip: IpAddr) -> Option<String> {
     table.lines().skip(1).find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         let flags = u32::from_str_radix(f.get(2)?.trim_start_matches("0x"), 16).ok()?;

@@ -252,7 +252,9 @@ pub struct Kubernetes {
     /// node's address in the VIP's subnet (else kubeadm's choice, the
     /// default route's).
     pub advertise_address: Option<std::net::IpAddr>,
-    /// The cluster's other nodes (`up` and `userdata` fill it in).
+    /// The cluster's other nodes, for `verify`'s `peers` check. A list of
+    /// every node may be shared by all of them: each leaves out its own
+    /// address.
     pub peers: Vec<Peer>,
     /// The role, with what it needs.
     pub member: Member,
@@ -355,7 +357,8 @@ pub struct Resources {
     pub cpus: u32,
     #[serde(default = "default_memory")]
     pub memory_mib: u64,
-    /// Free space under `/var/lib`, where containerd, kubelet and etcd write.
+    /// Free space under `/var/lib`, where containerd, kubelet and etcd
+    /// write: what the cluster still needs, not the disk's size.
     #[serde(default = "default_disk")]
     pub disk_gib: u64,
     /// The p99 fdatasync latency etcd's WAL may see (`etcd_disk`).
@@ -380,8 +383,13 @@ fn default_cpus() -> u32 {
 fn default_memory() -> u64 {
     8192
 }
+/// A 60 GB node (the gateway's sizing) has about 40-48 GiB free after the
+/// OS, curtin's swap file and ext4's reserve, so asking for 60 free would
+/// fail every one. 20 GiB holds etcd at its largest recommended quota
+/// (8 GiB), the control plane's and the gateway's images, and kubelet's
+/// image-GC and eviction margins (85 % used, 15 % free) on such a disk.
 fn default_disk() -> u64 {
-    60
+    20
 }
 /// etcd's own guidance: the 99th percentile of WAL fdatasync under 10 ms.
 fn default_etcd_fsync_p99() -> Dur {

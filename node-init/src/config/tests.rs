@@ -66,3 +66,21 @@ fn debug_of_a_config_holds_no_secret() {
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert!(!shown.contains("p4ssw0rd"), "{shown}");
 }
+
+#[test]
+fn peers_are_addresses_each_once_and_never_the_vip() {
+    let worker = FULL.split("resources:").next().unwrap();
+    let with = |peers: &str| parse(&format!("{worker}  peers: {peers}\n"), "t");
+    let k = with("[10.11.12.21, {address: 10.11.12.31, role: worker}]").unwrap().kubernetes.unwrap();
+    assert_eq!(k.peers.len(), 2);
+    assert_eq!(k.peers[1].role, PeerRole::Worker);
+    let e = with("[10.11.12.21, 10.11.12.21]").unwrap_err();
+    assert_eq!(e.key, "kubernetes.peers[1]");
+    assert!(e.message.contains("listed twice (also kubernetes.peers[0])"), "{e}");
+    let e = with("[10.11.12.100]").unwrap_err();
+    assert_eq!((e.key.as_str(), e.message.contains("the endpoint's VIP")), ("kubernetes.peers[0]", true), "{e}");
+    let e = with("[10.11.12.21, node3.maas]").unwrap_err();
+    assert_eq!(e.key, "kubernetes.peers[1]");
+    assert!(e.message.contains("\"node3.maas\" is not an IP address"), "{e}");
+    assert!(with("[127.0.0.1]").unwrap_err().message.contains("no node's address"));
+}

@@ -86,6 +86,7 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
             );
         }
     }
+    peers(&k.peers, &k.endpoint)?;
     let member = member(k.role, k.ca_cert_hashes, k.certificate_key, k.ca, k.vip.clone())?;
     let vip = match &member {
         Member::Init { vip, .. } => Some(vip.clone()),
@@ -158,6 +159,26 @@ fn vip(v: &super::Vip, endpoint: &Endpoint) -> Result<(), Rejection> {
     }
     if v.image.is_empty() || v.image.chars().any(char::is_whitespace) {
         return reject("kubernetes.vip.image", "expected an image reference such as ghcr.io/kube-vip/kube-vip:v0.8.10");
+    }
+    Ok(())
+}
+
+/// Each peer once, and none of them the VIP, which is no node's own.
+fn peers(peers: &[Peer], endpoint: &Endpoint) -> Result<(), Rejection> {
+    for (i, p) in peers.iter().enumerate() {
+        let key = format!("kubernetes.peers[{i}]");
+        if let Some(first) = peers[..i].iter().position(|q| q.address == p.address) {
+            return reject(&key, format!("{} is listed twice (also kubernetes.peers[{first}])", p.address));
+        }
+        if endpoint.ip() == Some(p.address) {
+            return reject(
+                &key,
+                format!("{} is the endpoint's VIP; peers are the other nodes' own addresses", p.address),
+            );
+        }
+        if p.address.is_unspecified() || p.address.is_loopback() || p.address.is_multicast() {
+            return reject(&key, format!("{} is no node's address; expected another node's own address", p.address));
+        }
     }
     Ok(())
 }

@@ -94,20 +94,24 @@ pub async fn allocate(
     save(rec)
 }
 
-/// How the other nodes are reached: their address when MAAS gave one,
-/// else their name in the MAAS zone.
-fn peers(rec: &Record, me: &str) -> Vec<Value> {
-    rec.machines
-        .iter()
-        .filter(|n| n.system_id != me)
-        .map(|n| {
-            json!(n.address.clone().unwrap_or_else(|| if n.fqdn.is_empty() {
-                n.hostname.clone()
-            } else {
-                n.fqdn.clone()
-            }))
-        })
-        .collect()
+/// The other nodes' addresses, as far as MAAS has assigned them: a
+/// machine with a static link has its address from the start, one with
+/// MAAS's default AUTO link only once its deployment starts. Those without
+/// one yet are left out, and named.
+fn peers(rec: &Record, me: &Node) -> Vec<Value> {
+    let mut out = Vec::new();
+    for n in rec.machines.iter().filter(|n| n.system_id != me.system_id) {
+        match &n.address {
+            Some(a) => out.push(json!(a)),
+            None => eprintln!(
+                "node-init: up: note: {} ({}) has no address in MAAS yet (an AUTO link gets one only when its \
+                 deployment starts): {}'s kubernetes.peers leaves it out; give the machines static addresses in \
+                 MAAS for complete peers",
+                n.hostname, n.system_id, me.hostname
+            ),
+        }
+    }
+    out
 }
 
 /// The user data of `node`: the cluster's config with its role, the
@@ -115,7 +119,7 @@ fn peers(rec: &Record, me: &str) -> Vec<Value> {
 pub fn user_data(cluster: &Value, rec: &Record, node: &Node, secrets: &Secrets, origin: &str) -> Result<String> {
     let mut doc = cluster.clone();
     if let Some(k) = doc.get_mut("kubernetes").and_then(Value::as_object_mut) {
-        k.insert("peers".into(), Value::Array(peers(rec, &node.system_id)));
+        k.insert("peers".into(), Value::Array(peers(rec, node)));
     }
     let role = if node.role == "init" { Role::Init } else { Role::ControlPlane };
     let config = userdata::node_config(doc, role, Some(secrets), origin)?;

@@ -37,9 +37,11 @@ macro_rules! secret_from_str_deserialize {
 }
 
 mod cluster;
+mod peer;
 mod proxy;
 
 pub use cluster::{CaHash, CertKey, PemCerts, PemKey, Token};
+pub use peer::{Peer, PeerRole};
 pub use proxy::{NoProxyEntry, ProxyUrl};
 
 fn is_dns_name(s: &str) -> bool {
@@ -87,34 +89,6 @@ from_str_deserialize!(DnsName);
 impl fmt::Display for DnsName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Another node of the cluster (`kubernetes.peers`): its address, or its
-/// name in the MAAS zone when MAAS assigns the address only at deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer {
-    Ip(IpAddr),
-    Name(DnsName),
-}
-
-impl FromStr for Peer {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Ok(ip) = s.parse() {
-            return Ok(Self::Ip(ip));
-        }
-        s.parse().map(Self::Name).map_err(|_| format!("{s:?} is not an IP address or a DNS name"))
-    }
-}
-from_str_deserialize!(Peer);
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ip(ip) => ip.fmt(f),
-            Self::Name(n) => n.fmt(f),
-        }
     }
 }
 

@@ -5,8 +5,13 @@
 //! MAAS writes its zone asynchronously after deployment, so a wrong answer
 //! is retried with backoff until `dns.timeout`; then the stage fails naming
 //! each name, server and answer. Every server must answer right: a stale or
-//! dead MAAS DNS server breaks lookups for whoever asks it. A missing or
-//! mismatched PTR is a warning, recorded in the state, never a failure.
+//! dead MAAS DNS server breaks lookups for whoever asks it. One exception:
+//! when the servers are the system's (no `dns.nameservers`) and there are
+//! several, a server that does not know the zone at all (NXDOMAIN, no
+//! records, REFUSED, SERVFAIL) while another answers right is a warning
+//! in the state: a site resolver beside MAAS's. A server that answers a
+//! wrong address still fails the stage: whoever asks it gets that address.
+//! A missing or mismatched PTR is a warning, never a failure.
 //! Under `--root` the stage is skipped: an image has no place in the zone.
 
 use std::net::IpAddr;
@@ -18,7 +23,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::dns::{Server, forward_verdict, reverse_warning};
+use crate::dns::{Answer, Server, forward_verdict, reverse_warning};
 use crate::retry::Backoff;
 use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
 
@@ -66,7 +71,8 @@ impl Stage for DnsStage {
         let servers: Vec<Server> = servers.into_iter().map(|a| Server::new(a, query_timeout)).collect();
         let mut attempt = 1;
         loop {
-            let round = check(&servers, &fqdn, &cx.node.ips(), &cx.config.dns.require).await;
+            let tolerate = cx.config.dns.nameservers.is_empty() && servers.len() > 1;
+            let round = check(&servers, &fqdn, &cx.node.ips(), &cx.config.dns.require, tolerate).await;
             if round.problems.is_empty() {
                 for w in &round.warnings {
                     tracing::warn!("{w}");
@@ -92,6 +98,8 @@ pub struct Round {
     pub warnings: Vec<String>,
     /// The address the FQDN resolved to that is the node's own.
     pub address: Option<IpAddr>,
+    /// The FQDN's answer from a server that does not know the name at all.
+    pub unknown: Vec<String>,
 }
 
 impl Round {
@@ -108,14 +116,32 @@ impl Round {
     }
 }
 
-/// One round of questions, to every server at once.
-pub async fn check(servers: &[Server], fqdn: &str, own: &[IpAddr], require: &[impl AsRef<str>]) -> Round {
+/// One round of questions, to every server at once. With `tolerate`, a
+/// server that does not know the FQDN is a warning when another server
+/// answered it right; otherwise, and always without `tolerate`, a problem.
+pub async fn check(
+    servers: &[Server],
+    fqdn: &str,
+    own: &[IpAddr],
+    require: &[impl AsRef<str>],
+    tolerate: bool,
+) -> Round {
     let per_server = join_all(servers.iter().map(|s| check_server(s, fqdn, own, require))).await;
     let mut round = Round::default();
     for r in per_server {
         round.problems.extend(r.problems);
         round.warnings.extend(r.warnings);
+        round.unknown.extend(r.unknown);
         round.address = round.address.or(r.address);
+    }
+    let unknown = std::mem::take(&mut round.unknown);
+    match round.address {
+        Some(ip) if tolerate => round.warnings.extend(
+            unknown
+                .into_iter()
+                .map(|u| format!("{u} (another server answered {ip}: ignored, it does not know the zone)")),
+        ),
+        _ => round.problems.extend(unknown),
     }
     round
 }
@@ -132,6 +158,9 @@ async fn check_server(s: &Server, fqdn: &str, own: &[IpAddr], require: &[impl As
             if let Some(w) = reverse_warning(s.addr, ip, &s.names(ip).await, fqdn) {
                 round.warnings.push(w);
             }
+        }
+        Err(why) if matches!(forward, Answer::NxDomain | Answer::NoRecords | Answer::Code(_)) => {
+            round.unknown.push(format!("{fqdn} via {}: {why}", s.addr));
         }
         Err(why) => round.problems.push(format!("{fqdn} via {}: {why}", s.addr)),
     }

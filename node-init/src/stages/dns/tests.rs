@@ -16,13 +16,21 @@ fn ip(s: &str) -> IpAddr {
 
 /// Runs the stage for node1.maas at 127.0.0.1 against `dns`.
 fn run(dns: &TestDns, extra: &str) -> Result<Outcome> {
-    let yaml = format!("dns:\n  nameservers: [\"{}\"]\n{extra}", dns.arg());
-    let config = config::parse(&yaml, "test").unwrap();
+    stage(&format!("dns:\n  nameservers: [\"{}\"]\n{extra}", dns.arg()), &[])
+}
+
+/// Runs the stage for node1.maas at 127.0.0.1 and 10.1.2.3 with `yaml`;
+/// the servers are `dns.nameservers`, else the system's `system`.
+fn stage(yaml: &str, system: &[&TestDns]) -> Result<Outcome> {
+    let config = config::parse(yaml, "test").unwrap();
     let mut w = World::new();
     w.node.fqdn = Ok(FQDN.into());
     w.node.addresses =
         ["127.0.0.1/8", "10.1.2.3/24"].map(|a| Address { interface: "eth0".into(), net: a.parse().unwrap() }).to_vec();
     w.node.maas_servers = config.dns.nameservers.iter().map(|n| n.0).collect();
+    if w.node.maas_servers.is_empty() {
+        w.node.maas_servers = system.iter().map(|d| d.addr).collect();
+    }
     w.stage(&DnsStage, &config)
 }
 
@@ -132,4 +140,49 @@ fn every_required_name_must_resolve() {
     let err = error(run(&dns, "  require: [api.spectrocloud.com, registry.example.com]\n  timeout: 1s\n"));
     assert!(err.contains(&format!("registry.example.com via {}: NXDOMAIN", dns.addr)), "{err}");
     assert!(!err.contains("api.spectrocloud.com via"), "{err}");
+}
+
+/// Runs the stage with the system's servers `dns` (no `dns.nameservers`).
+fn run_system(dns: &[&TestDns]) -> Result<Outcome> {
+    stage("dns:\n  timeout: 1s\n", dns)
+}
+
+#[test]
+fn a_system_server_that_does_not_know_the_zone_beside_one_that_answers_right_is_a_warning() {
+    let (maas, site) = (TestDns::start(), TestDns::start());
+    maas.address(FQDN, ip("10.1.2.3"));
+    maas.ptr(ip("10.1.2.3"), FQDN);
+    let f = facts(run_system(&[&site, &maas]).unwrap());
+    assert_eq!(f["address"], "10.1.2.3");
+    let warnings = f["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("node1.maas via {}: NXDOMAIN (another server answered 10.1.2.3", site.addr)),
+        "{f:?}"
+    );
+
+    // Alone, or among servers none of which knows it, it fails as before.
+    let err = error(run_system(&[&site]));
+    assert!(err.contains(&format!("node1.maas via {}: NXDOMAIN", site.addr)), "{err}");
+    let other = TestDns::start();
+    let err = error(run_system(&[&site, &other]));
+    assert!(err.contains(&format!("node1.maas via {}: NXDOMAIN", site.addr)), "{err}");
+    assert!(err.contains(&format!("node1.maas via {}: NXDOMAIN", other.addr)), "{err}");
+}
+
+#[test]
+fn a_system_server_that_answers_a_wrong_address_fails_even_beside_one_that_answers_right() {
+    let (maas, stale) = (TestDns::start(), TestDns::start());
+    maas.address(FQDN, ip("10.1.2.3"));
+    stale.address(FQDN, ip("10.9.9.9"));
+    let err = error(run_system(&[&maas, &stale]));
+    assert!(err.contains(&format!("node1.maas via {}: answered 10.9.9.9", stale.addr)), "{err}");
+}
+
+#[test]
+fn configured_servers_must_all_know_the_zone() {
+    let (maas, site) = (TestDns::start(), TestDns::start());
+    maas.address(FQDN, ip("10.1.2.3"));
+    let yaml = format!("dns:\n  nameservers: [\"{}\", \"{}\"]\n  timeout: 1s\n", maas.arg(), site.arg());
+    let err = error(stage(&yaml, &[]));
+    assert!(err.contains(&format!("node1.maas via {}: NXDOMAIN", site.addr)), "{err}");
 }

@@ -1,0 +1,189 @@
+//! A real containerd pulls through the CRI, as kubeadm does, from the real
+//! distribution registry behind a TLS-intercepting proxy, inside a
+//! namespace whose only way out is the proxy: no default route, and a
+//! resolv.conf naming the namespace's own loopback, where nothing answers.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use node_init_tests::kube::ClusterCa;
+use node_init_tests::net::{Background, Netns, intercepting_proxy_routes};
+use node_init_tests::registry::{Containerd, KUBE_VIP, Registry, install_cri_pull, kubernetes_images, split_reference};
+use node_init_tests::{output, text};
+
+const PAUSE: &str = "registry.k8s.io/pause:3.10";
+
+struct World {
+    // Dropped in this order: the namespace before the proxy it reaches.
+    ns: Netns,
+    _bg: Background,
+    registry: Registry,
+    proxy: String,
+    proxy_log: Arc<Mutex<Vec<String>>>,
+    /// The system's bundle and the proxy's CA, for SSL_CERT_FILE.
+    bundle: PathBuf,
+    cri_pull: PathBuf,
+    pause_digest: String,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        Self::routing(&["registry.k8s.io"])
+    }
+
+    /// The proxy sends each of `hosts` to the registry, which holds
+    /// registry.k8s.io/pause:3.10.
+    fn routing(hosts: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start(&dir.path().join("registry"));
+        let pause_digest = registry.push("pause", "3.10", 4096);
+        let ns = Netns::new();
+        ns.ip(&["route", "del", "default"]);
+        std::fs::write(ns.etc().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+        let bg = Background::new();
+        let ca = ClusterCa::named("node-init e2e intercepting proxy CA");
+        let (proxy, proxy_log) = intercepting_proxy_routes(
+            &bg,
+            (ns.host_ip, 0).into(),
+            &ca.cert_pem,
+            &ca.key_pem,
+            hosts.iter().map(|h| ((*h).to_owned(), registry.addr())).collect(),
+        );
+        let bundle = dir.path().join("ca-certificates.crt");
+        let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+        std::fs::write(&bundle, format!("{system}{}", ca.cert_pem)).unwrap();
+        let cri_pull = install_cri_pull(&dir.path().join("root"));
+        let proxy = format!("http://{proxy}");
+        Self { ns, _bg: bg, registry, proxy, proxy_log, bundle, cri_pull, pause_digest, dir }
+    }
+
+    /// A containerd of its own in the namespace, with `env` only.
+    fn containerd(&self, name: &str, env: &[(&str, &str)]) -> Containerd {
+        let containerd = Containerd::start(&self.ns, &self.dir.path().join(name), env);
+        self.wait_status(&containerd);
+        containerd
+    }
+
+    /// Polls `e2e-cri-pull --status` (kubeadm's CRI preflight) for 20 s:
+    /// the CRI plugin answers once it has initialised.
+    fn wait_status(&self, containerd: &Containerd) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = output(Command::new(&self.cri_pull).args(["--socket", &containerd.endpoint(), "--status"]));
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd's CRI did not answer Status in 20 s: {}\n{}",
+                text(&out.stderr),
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn pull(&self, containerd: &Containerd, image: &str) -> std::process::Output {
+        self.pull_all(containerd, &[image.to_owned()])
+    }
+
+    fn pull_all(&self, containerd: &Containerd, images: &[String]) -> std::process::Output {
+        output(Command::new(&self.cri_pull).args(["--socket", &containerd.endpoint(), "--timeout", "30"]).args(images))
+    }
+
+    fn proxied(&self) -> Vec<String> {
+        self.proxy_log.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn containerd_pulls_through_the_intercepting_proxy_with_its_ca_in_the_daemons_trust_store() {
+    let world = World::new();
+    let bundle = world.bundle.display().to_string();
+    let containerd = world.containerd("containerd", &[("HTTPS_PROXY", &world.proxy), ("SSL_CERT_FILE", &bundle)]);
+
+    let out = world.pull(&containerd, PAUSE);
+
+    let why = || format!("{}{}\n{}", text(&out.stdout), text(&out.stderr), containerd.log());
+    assert!(out.status.success(), "{}", why());
+    assert!(text(&out.stdout).starts_with(&format!("pulled {PAUSE} sha256:")), "{}", why());
+    assert!(world.proxied().contains(&"CONNECT registry.k8s.io:443".to_owned()), "{:?}", world.proxied());
+    assert!(
+        world.registry.served_manifest("pause", &world.pause_digest),
+        "{:?}\n{}",
+        world.registry.fetched("pause"),
+        why()
+    );
+}
+
+#[test]
+fn containerd_started_without_the_proxy_fails_the_pull_and_nothing_leaves_its_namespace() {
+    let world = World::new();
+    let bundle = world.bundle.display().to_string();
+    let containerd = world.containerd("containerd", &[("SSL_CERT_FILE", &bundle)]);
+
+    let out = world.pull(&containerd, PAUSE);
+
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+    // containerd looked the registry up itself, at the namespace's own
+    // loopback: it never had an address to send anything to.
+    assert!(err.contains(&format!("pulling {PAUSE}: UNKNOWN:")), "{err}");
+    assert!(err.contains("lookup registry.k8s.io on 127.0.0.1:53"), "{err}");
+    assert!(world.proxied().is_empty(), "{:?}", world.proxied());
+    assert!(world.registry.fetched("pause").is_empty(), "{:?}", world.registry.fetched("pause"));
+}
+
+#[test]
+fn containerd_that_does_not_trust_the_proxy_ca_fails_the_pull_on_the_certificate() {
+    let world = World::new();
+    let containerd = world.containerd("containerd", &[("HTTPS_PROXY", &world.proxy)]);
+
+    let out = world.pull(&containerd, PAUSE);
+
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+    assert!(err.contains("x509: certificate signed by unknown authority"), "{err}");
+    assert!(world.proxied().contains(&"CONNECT registry.k8s.io:443".to_owned()), "{:?}", world.proxied());
+    assert!(world.registry.fetched("pause").is_empty(), "{:?}", world.registry.fetched("pause"));
+}
+
+#[test]
+fn an_image_on_a_host_the_proxy_has_no_route_for_fails_with_the_proxys_503() {
+    let world = World::new();
+    let bundle = world.bundle.display().to_string();
+    let containerd = world.containerd("containerd", &[("HTTPS_PROXY", &world.proxy), ("SSL_CERT_FILE", &bundle)]);
+
+    let out = world.pull(&containerd, KUBE_VIP);
+
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+    assert!(err.contains("Service Unavailable"), "{err}");
+    assert!(world.proxied().contains(&"CONNECT ghcr.io:443".to_owned()), "{:?}", world.proxied());
+    assert!(world.registry.fetched("kube-vip/kube-vip").is_empty(), "{:?}", world.registry.requests());
+}
+
+#[test]
+fn every_image_kubeadm_v1_31_and_kube_vip_pull_comes_from_the_one_registry_behind_both_hosts() {
+    let world = World::routing(&["registry.k8s.io", "ghcr.io"]);
+    let mut images = kubernetes_images("v1.31.4", "registry.k8s.io");
+    images.push(KUBE_VIP.to_owned());
+    let digests = world.registry.push_all(&images, 64 * 1024);
+    let bundle = world.bundle.display().to_string();
+    let containerd = world.containerd("containerd", &[("HTTPS_PROXY", &world.proxy), ("SSL_CERT_FILE", &bundle)]);
+
+    let out = world.pull_all(&containerd, &images);
+
+    let pulled = text(&out.stdout);
+    assert!(out.status.success(), "{pulled}{}\n{}", text(&out.stderr), containerd.log());
+    for (image, digest) in images.iter().zip(&digests) {
+        assert!(pulled.contains(&format!("pulled {image} sha256:")), "{image}: {pulled}");
+        let (name, _) = split_reference(image);
+        assert!(world.registry.served_manifest(&name, digest), "{image}: {:?}", world.registry.fetched(&name));
+    }
+    let proxied = world.proxied();
+    assert!(proxied.contains(&"CONNECT ghcr.io:443".to_owned()), "{proxied:?}");
+}
