@@ -307,12 +307,12 @@ fn kill_after(w: &World, op: &str, ops: usize, extra: &[&str]) {
 fn a_reserve_and_an_allocation_whose_answers_a_kill_lost_are_found_again_not_repeated() {
     let w = World::new(machines(3));
     // MAAS reserves the VIP, but up is killed before the answer comes.
-    w.maas.answer_late("reserve", Duration::from_secs(5));
+    w.maas.answer_late("reserve", Duration::from_millis(1500));
     kill_after(&w, "reserve", 1, &["--nodes", "3"]);
     assert_eq!(state(&w.state())["vip_state"], "reserving");
     w.maas.answer_late("reserve", Duration::ZERO);
     // Then MAAS allocates the second machine and up is killed again.
-    w.maas.answer_late("allocate", Duration::from_secs(5));
+    w.maas.answer_late("allocate", Duration::from_millis(1500));
     kill_after(&w, "allocate", 2, &["--nodes", "3"]);
     assert_eq!(state(&w.state())["machines"].as_array().map(Vec::len), Some(1));
     w.maas.answer_late("allocate", Duration::ZERO);
