@@ -117,6 +117,7 @@ fn a_one_node_cluster_comes_up_from_the_custom_image_with_the_vip_reserved() {
     assert_eq!(node_init_tests::mode(&w.state().join("secrets/ca.key")), 0o600);
     assert_eq!(state(&w.state())["machines"][0]["outcome"], "done");
     assert!(w.maas.fleet_violations().is_empty(), "{:?}", w.maas.fleet_violations());
+    assert!(w.maas.auth_failures().is_empty(), "{:?}", w.maas.auth_failures());
 }
 
 #[test]

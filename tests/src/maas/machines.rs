@@ -1,7 +1,9 @@
 //! The machine handlers of the MAAS API stand-in, after MAAS's own
 //! (canonical/maas, `src/maasserver/api/machines.py` and `machine.py`):
 //!
-//! - `GET machines/` (filtered by `agent_name`), `GET machines/{id}/`;
+//! - `GET machines/` (filtered by `agent_name`, as
+//!   `filtered_nodes_list_from_request` in `api/nodes.py` does), `GET
+//!   machines/{id}/`;
 //! - `POST machines/?op=allocate`: `AcquireNodeForm`'s constraints
 //!   (`cpu_count`, `mem` in MiB, `storage` as `[label:]GB[(tags)]` for one
 //!   disk, `zone`, `pool`, `tags` repeated or comma-separated, `system_id`)
@@ -14,8 +16,9 @@
 //!   `user_data` is base64-decoded and, stricter than MAAS, checked as the
 //!   node would read it: a `#cloud-config` whose `write_files` writes the
 //!   node-init config, which the real `node-init config` must accept;
-//! - `POST machines/{id}/?op=release`: Releasing, then Ready; a Ready or
-//!   releasing machine is a success, as `ReleaseForm` makes it.
+//! - `POST machines/{id}/?op=release`: Releasing, then Ready, owner and
+//!   `agent_name` cleared (`Node.release`); a Ready or releasing machine is
+//!   a success, as the handler makes it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
