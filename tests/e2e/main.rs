@@ -23,6 +23,8 @@ mod patch;
 mod registry;
 // The proxy CA in the real rootfs's trust store, as its curl sees it.
 mod rootfs;
+// `node-init up` and `down` against the MAAS API stand-in.
+mod up;
 // `node-image upload` against the MAAS API stand-in.
 mod upload;
 // Config intake from cloud-init user data in its three encodings.

@@ -10,6 +10,7 @@ mod join_material;
 mod run;
 mod secrets;
 mod status;
+mod up;
 mod userdata;
 mod verify;
 
@@ -68,6 +69,8 @@ enum Command {
     JoinMaterial(join_material::Args),
     Secrets(secrets::Args),
     Userdata(userdata::Args),
+    Up(up::Args),
+    Down(up::down::Args),
     Config(config::Args),
     Completions(completions::Args),
     Man(completions::ManArgs),
@@ -98,6 +101,8 @@ pub fn main() -> ExitCode {
             Command::JoinMaterial(a) => join_material::run(a).await,
             Command::Secrets(a) => secrets::run(a),
             Command::Userdata(a) => userdata::run(a),
+            Command::Up(a) => up::run(a).await,
+            Command::Down(a) => up::down::run(a).await,
             Command::Config(a) => config::run(a),
             Command::Completions(a) => completions::run(a),
             Command::Man(a) => completions::man(a),

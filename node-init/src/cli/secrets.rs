@@ -32,32 +32,40 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<u8> {
-    let taken: Vec<String> =
-        FILES.iter().map(|(f, _)| a.out.join(f)).filter(|p| p.exists()).map(|p| p.display().to_string()).collect();
-    if !taken.is_empty() {
-        return Err(UsageError(format!("refusing to overwrite existing secrets: {}", taken.join(", "))).into());
-    }
-    let (cert_pem, key_pem) = pki::new_ca()?;
-    let der = pki::pem_certificates(cert_pem.as_bytes())?.remove(0);
-    let hash = pki::spki_sha256(&der)?;
-    let token = format!("{}.{}", pki::random_chars(6)?, pki::random_chars(16)?);
-    let cert_key = hex::encode(pki::random_bytes::<32>()?);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&a.out)
-        .with_context(|| format!("creating {}", a.out.display()))?;
-    let contents = [cert_pem, key_pem, format!("{token}\n"), format!("{cert_key}\n"), format!("{hash}\n")];
-    for ((name, mode), content) in FILES.iter().zip(&contents) {
-        write_new(&a.out.join(name), content.as_bytes(), *mode)?;
-    }
-    let id = token.split('.').next().unwrap_or_default();
+    let minted = mint(&a.out)?;
     super::print(&format!(
         "wrote {dir}/{{{files}}}\nCA hash:  {hash}\ntoken id: {id}\n",
         dir = a.out.display(),
-        files = FILES.map(|(f, _)| f).join(",")
+        files = FILES.map(|(f, _)| f).join(","),
+        hash = minted.ca_hash,
+        id = minted.token_id,
     ))?;
     Ok(super::exit::OK)
+}
+
+/// What [`mint`] tells about the secrets it wrote: nothing secret.
+pub struct Minted {
+    pub ca_hash: String,
+    pub token_id: String,
+}
+
+/// Mints a cluster's secrets into `out` (created 0700), refusing to
+/// overwrite any file.
+pub fn mint(out: &Path) -> Result<Minted> {
+    let taken: Vec<String> =
+        FILES.iter().map(|(f, _)| out.join(f)).filter(|p| p.exists()).map(|p| p.display().to_string()).collect();
+    if !taken.is_empty() {
+        return Err(UsageError(format!("refusing to overwrite existing secrets: {}", taken.join(", "))).into());
+    }
+    let s = Secrets::generate()?;
+    s.write(out)?;
+    let token_id = s.token.split('.').next().unwrap_or_default().to_owned();
+    Ok(Minted { ca_hash: s.ca_hash, token_id })
+}
+
+/// Whether `dir` holds every file [`mint`] writes.
+pub fn complete(dir: &Path) -> bool {
+    FILES.iter().all(|(f, _)| dir.join(f).is_file())
 }
 
 /// Creates `path` with `mode` from the start (never briefly readable by
@@ -82,6 +90,36 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// New secrets, in memory.
+    pub fn generate() -> Result<Self> {
+        let (ca_cert, ca_key) = pki::new_ca()?;
+        let der = pki::pem_certificates(ca_cert.as_bytes())?.remove(0);
+        let ca_hash = pki::spki_sha256(&der)?;
+        let token = format!("{}.{}", pki::random_chars(6)?, pki::random_chars(16)?);
+        let cert_key = hex::encode(pki::random_bytes::<32>()?);
+        Ok(Self { ca_cert, ca_key, token, cert_key, ca_hash })
+    }
+
+    /// Writes every file into `out` (created 0700), each created anew.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out)
+            .with_context(|| format!("creating {}", out.display()))?;
+        let contents = [
+            self.ca_cert.clone(),
+            self.ca_key.clone(),
+            format!("{}\n", self.token),
+            format!("{}\n", self.cert_key),
+            format!("{}\n", self.ca_hash),
+        ];
+        for ((name, mode), content) in FILES.iter().zip(&contents) {
+            write_new(&out.join(name), content.as_bytes(), *mode)?;
+        }
+        Ok(())
+    }
+
     pub fn read(dir: &Path) -> Result<Self> {
         let read = |name: &str| -> Result<String> {
             let p = dir.join(name);

@@ -84,12 +84,37 @@ impl Client {
         body: Option<String>,
         timeout: Duration,
     ) -> Result<Answer, String> {
+        self.exchange(method, url, key, body.map(|b| ("application/json", b)), timeout).await
+    }
+
+    /// [`Client::send`] with a form body (`application/x-www-form-urlencoded`),
+    /// as MAAS's API operations read their parameters (`request.POST`).
+    pub async fn send_form(
+        &self,
+        method: Method,
+        url: &Url,
+        key: &ApiKey,
+        form: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        self.exchange(method, url, key, Some(("application/x-www-form-urlencoded", body)), timeout).await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &Url,
+        key: &ApiKey,
+        body: Option<(&str, String)>,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
         let exchange = async {
             let http = self.http(url, timeout).await?;
             let stamp = u64::try_from(i64::try_from(oauth::timestamp()).unwrap_or(i64::MAX) + self.skew()).unwrap_or(0);
             let mut req = http.request(method.clone(), url.clone()).header("Authorization", key.header_at(stamp));
-            if let Some(body) = body {
-                req = req.header("Content-Type", "application/json").body(body);
+            if let Some((content_type, body)) = body {
+                req = req.header("Content-Type", content_type).body(body);
             }
             let resp = req.send().await.map_err(|e| crate::error::chain(&e))?;
             let status = resp.status().as_u16();

@@ -7,8 +7,10 @@
 //! machine, with the same tokens). They are read here, under the root, into
 //! an [`Endpoint`] whose tokens never reach a message. `oauth` signs,
 //! `http` sends with a deadline and learns the server's clock, `events`
-//! is what node-init reports and how it is kept until MAAS has it.
+//! is what node-init reports and how it is kept until MAAS has it; `api`
+//! is the region API an operator's `up` and `down` drive.
 
+pub mod api;
 pub mod events;
 pub mod http;
 pub mod oauth;

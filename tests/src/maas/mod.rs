@@ -13,8 +13,17 @@
 //! server and its routing; `oauth.rs` the key check, `resources.rs` the
 //! boot-resources handlers, `store.rs` what each release keeps. `status.rs`
 //! is the metadata service a deployed node reports to, on a port of its own.
+//! For `node-init up` and `down`, `fleet.rs` holds the machines, subnets
+//! and addresses and moves them on the stand-in's own timer, `region.rs`
+//! routes to their handlers in `machines.rs`, `ipaddresses.rs` and
+//! `events.rs`.
 
+mod events;
+mod fleet;
+mod ipaddresses;
+mod machines;
 mod oauth;
+mod region;
 mod resources;
 mod status;
 mod store;
@@ -29,6 +38,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+pub use self::fleet::{Deploy, Event, MachineSpec, MachineView, Script};
 pub use self::resources::Resource;
 pub use self::status::{Logged, Metadata, NodeStatus, Stored};
 pub use self::store::Version;
@@ -69,6 +79,7 @@ struct State {
     faults: BTreeMap<usize, Fault>,
     /// POSTs still to answer 503.
     failing_creates: usize,
+    fleet: fleet::Fleet,
 }
 
 pub struct Maas {
@@ -104,6 +115,7 @@ impl Maas {
             puts: Vec::new(),
             faults: BTreeMap::new(),
             failing_creates: 0,
+            fleet: fleet::Fleet::new(),
         }));
         let listener = bg.listen("127.0.0.1:0".parse().expect("addr"));
         let addr = listener.local_addr().expect("addr");
@@ -215,6 +227,8 @@ enum Step {
     Drop,
     /// Keep the connection without ever answering.
     Hang,
+    /// Done, but answered only after a while.
+    Late(Answer, std::time::Duration),
 }
 
 async fn handle(
@@ -231,6 +245,10 @@ async fn handle(
     let step = decide(&mut state.lock().expect("state"), &head, &body);
     match step {
         Step::Reply(a) => Ok(a),
+        Step::Late(a, d) => {
+            tokio::time::sleep(d).await;
+            Ok(a)
+        }
         Step::Create(boundary) => {
             let fields = resources::form(body, boundary).await;
             Ok(resources::create(&mut state.lock().expect("state").store, fields))
@@ -264,6 +282,14 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
             .collect();
         return Step::Reply(answer(StatusCode::OK, "application/json", serde_json::Value::from(regions).to_string()));
     }
+    let images: Vec<(String, bool)> = resources::view(&st.store).into_iter().map(|r| (r.name, r.complete)).collect();
+    let query = head.uri.query().unwrap_or_default();
+    if let Some(a) = region::route(&mut st.fleet, &images, method, path, query, body) {
+        return match st.fleet.delay_next.take() {
+            Some(d) => Step::Late(a, d),
+            None => Step::Reply(a),
+        };
+    }
     let Some(rest) = path.strip_prefix("/MAAS/api/2.0/boot-resources/") else {
         return Step::Reply(text(StatusCode::NOT_FOUND, "Unknown API endpoint"));
     };
@@ -285,6 +311,9 @@ fn decide(st: &mut State, head: &hyper::http::request::Parts, body: &Bytes) -> S
                 Some(b) => Step::Create(b),
                 None => Step::Reply(text(StatusCode::BAD_REQUEST, "expected multipart/form-data")),
             }
+        }
+        (&Method::GET, []) => {
+            Step::Reply(answer(StatusCode::OK, "application/json", resources::list(&st.store).to_string()))
         }
         (&Method::GET, [id]) => match resource(id) {
             Some(id) => {

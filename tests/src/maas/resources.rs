@@ -210,6 +210,46 @@ pub(super) fn put(store: &mut Store, file: u64, chunk: &[u8], declared: Option<u
     store.append(file, chunk)
 }
 
+/// `GET boot-resources/`: every resource without its sets
+/// (`boot_resource_to_dict(resource, with_sets=False)`).
+pub(super) fn list(store: &Store) -> Value {
+    store
+        .resources
+        .iter()
+        .map(|r| {
+            let mut d = describe(store, r.id);
+            d.as_object_mut().expect("a dict").remove("sets");
+            d
+        })
+        .collect()
+}
+
+/// An uploaded image `name` whose file MAAS holds whole.
+pub(super) fn seed(store: &mut Store, name: &str, data: &[u8]) {
+    use sha2::Digest as _;
+    let fields: BTreeMap<String, String> = [
+        ("name", name.to_owned()),
+        ("architecture", "amd64/generic".to_owned()),
+        ("sha256", hex(&sha2::Sha256::digest(data))),
+        ("size", data.len().to_string()),
+        ("filetype", "tgz".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    create(store, fields);
+    let id = store.resources.iter().find(|r| r.name == name).map(|r| r.id).expect("created");
+    let file = store.newest_file(id).map(|f| f.id).expect("a file");
+    store.append(file, data).expect("the whole file");
+    if store.version.sync() {
+        store.sync_regions();
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Every resource as a test looks at it.
 pub(super) fn view(store: &Store) -> Vec<Resource> {
     store
