@@ -45,8 +45,16 @@ impl Netns {
         static STALE: std::sync::Once = std::sync::Once::new();
         STALE.call_once(remove_stale);
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(n < 250, "too many namespaces");
+        // The next 10.201.N.0/24 no other test process holds now.
+        let held = Command::new("ip").args(["-4", "-o", "addr", "show"]).output().map(|o| o.stdout).unwrap_or_default();
+        let held = String::from_utf8_lossy(&held);
+        let n = loop {
+            let n = NEXT.fetch_add(1, Ordering::SeqCst);
+            assert!(n < 250, "too many namespaces");
+            if !held.contains(&format!(" 10.201.{n}.")) {
+                break n;
+            }
+        };
         // The whole PID (at most 7 digits): `remove_stale` reads it back.
         let pid = std::process::id();
         let ns = Self {
