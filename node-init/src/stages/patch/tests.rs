@@ -137,6 +137,27 @@ fn a_journal_a_killed_dpkg_left_is_repaired_before_the_upgrade_as_the_upgrade_ru
 }
 
 #[test]
+fn a_package_killed_mid_unpack_that_dpkg_cannot_configure_is_left_to_the_upgrade_to_reinstall() {
+    let w = World::with_os(DEBIAN);
+    w.write("/var/lib/dpkg/updates/0000", "");
+    w.runner.answer(
+        1,
+        "",
+        "dpkg: error processing package node-init-testpkg (--configure):\n package is in a very bad inconsistent \
+         state; you should\n reinstall it before attempting configuration\n",
+    );
+    w.runner.answer(0, "", "");
+    w.runner.answer(
+        0,
+        "1 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n1 not fully installed or removed.\n",
+        "",
+    );
+    assert_eq!(run(&w, "os: {patch: true}\n"), End::Done);
+    let argvs = w.runner.argvs();
+    assert!(argvs[0].starts_with("dpkg ") && argvs[2].ends_with("dist-upgrade"), "{argvs:?}");
+}
+
+#[test]
 fn a_repaired_dpkg_that_apt_still_finds_interrupted_is_not_repaired_again() {
     let w = World::with_os(DEBIAN);
     w.write("/var/lib/dpkg/updates/0000", "");
