@@ -16,6 +16,8 @@ pub mod cluster;
 pub mod dns;
 // The VM tier's world: stand-ins, the guest's network, its disk.
 pub mod first_boot;
+// `node-init run` killed as a power cut, at moments from its own log.
+pub mod kill;
 // The kube-apiserver stand-in serving signed cluster-info, and its CA.
 pub mod kube;
 // The recording kubeadm double, and a root that carries it.
