@@ -10,6 +10,8 @@ mod cert_hash;
 mod config_rejections;
 // SIGKILL at any moment, then a rerun converges.
 mod crash;
+// The same over every stage: a proxy CA, dpkg mid-upgrade, kubeadm mid-join.
+mod crash_stages;
 // What MAAS hears from `node-init run`: events on the metadata stand-in.
 mod events;
 // `node-image build` against bases GNU tar made.

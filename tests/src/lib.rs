@@ -12,6 +12,8 @@ pub mod bind9;
 pub mod clock;
 // A cluster's material as its operator makes it: secrets, user data.
 pub mod cluster;
+// The node the whole-pipeline crash test kills: slow dpkg, slow kubeadm.
+pub mod crash;
 // An in-process DNS server (hickory) with a scripted zone.
 pub mod dns;
 // The VM tier's world: stand-ins, the guest's network, its disk.
@@ -28,6 +30,8 @@ pub mod kubelet;
 pub mod maas;
 // Namespaces, CONNECT and intercepting proxies, TLS and file servers.
 pub mod net;
+// A template root under an overlay per run, and what a run changed.
+pub mod overlay;
 // The cluster's other nodes as namespaces with listeners, netem and MTUs.
 pub mod peers;
 // `node-init verify` in a namespace with its own DNS, and its report.
