@@ -40,8 +40,11 @@ impl Check for DuplicateIp {
         if own.is_empty() {
             return Ok(skip("no IPv4 address on this node"));
         }
-        // arping's own deadline, in whole seconds, inside the question's.
-        let wait = i.query_timeout.saturating_sub(Duration::from_millis(500)).as_secs().clamp(1, 2);
+        // arping's own deadline, in whole seconds (its smallest is 1):
+        // a probe at once, then listening for the rest of the second. An
+        // ARP reply takes milliseconds on a LAN, and the second is what a
+        // healthy node's `verify` waits, since nobody answers there.
+        let wait: u64 = 1;
         let asks = own.iter().map(|(interface, ip)| async move {
             let cmd = Cmd::new(
                 ["arping", "-D", "-I", interface, "-c", "2", "-w", &wait.to_string(), &ip.to_string()],
