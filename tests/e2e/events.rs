@@ -240,6 +240,35 @@ fn a_failed_stage_is_a_fail_with_the_log_and_the_status_and_no_secret() {
     assert!(m.violations().is_empty(), "{:?}", m.violations());
 }
 
+/// The failure's event carries the log and the status, and the region's
+/// front end refuses a body that large with 413: a refusal MAAS will repeat,
+/// so the event is given up at once, not retried, and the run goes on
+/// reporting the rest.
+#[test]
+fn an_event_the_region_refuses_with_a_4xx_is_given_up_at_once_and_the_rest_delivered() {
+    let (_bg, m, root) = maas_world();
+    m.max_body(1024);
+    let secrets = Secrets::new();
+    let (config, _) = secret_config(&secrets);
+    let out = run(root.path(), &config, "debug");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+
+    let maas = status_json(root.path())["maas"].clone();
+    let gave_up: Vec<&Value> =
+        maas["events"].as_array().unwrap().iter().filter(|e| e["delivery"] == "gave-up").collect();
+    assert_eq!(gave_up.len(), 1, "{maas}");
+    assert_eq!((gave_up[0]["event_type"].as_str(), gave_up[0]["result"].as_str()), (Some("finish"), Some("FAIL")));
+    assert_eq!(maas["pending"], 0, "{maas}");
+    // Asked once: a 413 is not retried.
+    let too_large = m.requests().len() - m.accepted().len();
+    assert_eq!(too_large, 1, "{:?}", m.requests());
+    // The run's own FAIL, without files, still reached MAAS.
+    let last = m.accepted().last().cloned().unwrap();
+    assert_eq!((last["name"].as_str(), last["result"].as_str()), (Some("node-init"), Some("FAIL")));
+    let table = status_table(root.path());
+    assert!(table.contains("1 gave up") && table.contains("413"), "{table}");
+}
+
 #[test]
 fn a_dead_endpoint_costs_at_most_the_bound_and_leaves_the_events_pending() {
     let (_bg, _m, root) = maas_world();

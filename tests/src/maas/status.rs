@@ -28,7 +28,9 @@
 //! is checked in full too (MAAS only looks the token up), and a message
 //! that fails it, or posted under another machine's system id, is dropped
 //! and listed in [`Metadata::violations`]. Faults: the next N requests
-//! answer 503, every answer is held back, the clock runs off.
+//! answer 503, every answer is held back, the clock runs off, and a body
+//! over a size is refused with 413 before MAAS sees it, as the region's
+//! front-end web server does with its request-body limit.
 
 use std::convert::Infallible;
 use std::io::Read as _;
@@ -93,6 +95,8 @@ struct State {
     violations: Vec<String>,
     /// `meta-data/local-hostname`.
     fqdn: String,
+    /// The front end's request-body limit, in bytes.
+    max_body: Option<usize>,
     user_data: Option<String>,
     vendor_data: Option<String>,
 }
@@ -127,6 +131,7 @@ impl Metadata {
             files: Vec::new(),
             violations: Vec::new(),
             fqdn: format!("{system_id}.maas"),
+            max_body: None,
             user_data: None,
             vendor_data: None,
         }));
@@ -201,6 +206,12 @@ impl Metadata {
         self.lock().unavailable = n;
     }
 
+    /// A request whose body is over `bytes` gets 413 Request Entity Too
+    /// Large and never reaches MAAS.
+    pub fn max_body(&self, bytes: usize) {
+        self.lock().max_body = Some(bytes);
+    }
+
     /// Every answer waits `d` first.
     pub fn slow(&self, d: Duration) {
         self.lock().delay = d;
@@ -263,6 +274,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         let step = if st.unavailable > 0 {
             st.unavailable -= 1;
             Step::Reply(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable".into())
+        } else if st.max_body.is_some_and(|max| body.len() > max) {
+            Step::Reply(StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large".into())
         } else {
             route(&mut st, &head, &body, now)
         };
