@@ -240,33 +240,39 @@ fn a_failed_stage_is_a_fail_with_the_log_and_the_status_and_no_secret() {
     assert!(m.violations().is_empty(), "{:?}", m.violations());
 }
 
-/// The failure's event carries the log and the status, and the region's
-/// front end refuses a body that large with 413: a refusal MAAS will repeat,
-/// so the event is given up at once, not retried, and the run goes on
+/// The region's front end refuses a body over its limit with 413. The
+/// failure's event, which carries the log and the status, goes again at
+/// once without them, so MAAS still shows the stage that failed; an event
+/// refused even so is given up at once, asked once, and the run goes on
 /// reporting the rest.
 #[test]
-fn an_event_the_region_refuses_with_a_4xx_is_given_up_at_once_and_the_rest_delivered() {
+fn an_event_the_region_refuses_with_a_4xx_is_given_up_at_once_and_one_too_large_for_its_files_goes_without_them() {
     let (_bg, m, root) = maas_world();
     m.max_body(1024);
     let secrets = Secrets::new();
     let (config, _) = secret_config(&secrets);
     let out = run(root.path(), &config, "debug");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-
+    let accepted = m.accepted();
+    let fail = accepted.iter().find(|e| e["result"] == "FAIL" && e["name"] != "node-init").expect("the stage's FAIL");
+    assert!(fail.get("files").is_none(), "{fail}");
+    assert_eq!(m.requests().len(), accepted.len() + 1, "one 413, then the same event without files");
+    assert!(m.files().is_empty());
     let maas = status_json(root.path())["maas"].clone();
-    let gave_up: Vec<&Value> =
-        maas["events"].as_array().unwrap().iter().filter(|e| e["delivery"] == "gave-up").collect();
-    assert_eq!(gave_up.len(), 1, "{maas}");
-    assert_eq!((gave_up[0]["event_type"].as_str(), gave_up[0]["result"].as_str()), (Some("finish"), Some("FAIL")));
-    assert_eq!(maas["pending"], 0, "{maas}");
-    // Asked once: a 413 is not retried.
-    let too_large = m.requests().len() - m.accepted().len();
-    assert_eq!(too_large, 1, "{:?}", m.requests());
-    // The run's own FAIL, without files, still reached MAAS.
-    let last = m.accepted().last().cloned().unwrap();
-    assert_eq!((last["name"].as_str(), last["result"].as_str()), (Some("node-init"), Some("FAIL")));
+    assert_eq!((maas["pending"].as_u64(), maas["gave_up"].as_u64()), (Some(0), Some(0)), "{maas}");
+    assert!(text(&out.stderr).contains("sending it without them"), "{}", text(&out.stderr));
+
+    // A limit no event fits: each is refused once and given up.
+    let (_bg, m, root) = maas_world();
+    m.max_body(64);
+    let out = run(root.path(), "hostname: node1.maas\nos: {patch: false}\n", "info");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let maas = status_json(root.path())["maas"].clone();
+    assert_eq!((maas["gave_up"].as_u64(), maas["pending"].as_u64()), (Some(13), Some(0)), "{maas}");
+    assert_eq!(m.requests().len(), 13, "a 413 is not retried: {:?}", m.requests());
+    assert!(m.accepted().is_empty());
     let table = status_table(root.path());
-    assert!(table.contains("1 gave up") && table.contains("413"), "{table}");
+    assert!(table.contains("13 gave up") && table.contains("413"), "{table}");
 }
 
 #[test]

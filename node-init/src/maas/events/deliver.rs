@@ -8,7 +8,9 @@
 //! for the next run. Once an event has failed its tries in a run, MAAS is
 //! taken to be away: later transitions of the run probe it with one try.
 //! A 4xx other than 401, 403, 408 or 429 is MAAS refusing that event for
-//! good: it is given up at once. Nothing here returns an error.
+//! good: it is given up at once; but a 413 for an event carrying files is
+//! the region's front end refusing their size, and the event goes again at
+//! once without them. Nothing here returns an error.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -175,10 +177,13 @@ impl Reporter {
     async fn deliver(&self, event: &Event, tries: u32) -> (Outcome, u32) {
         let started = Instant::now();
         let deadline = started + self.budget_left();
-        let body = event.body();
+        let mut body = event.body();
+        let mut bare = event.files.is_empty();
         let mut last = String::new();
         let mut made = 0;
-        for attempt in 1..=tries {
+        let mut attempt = 0;
+        while attempt < tries {
+            attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             if left < MIN_TRY {
                 break;
@@ -190,6 +195,18 @@ impl Reporter {
                 .await;
             match sent {
                 Ok(a) if a.success() => return self.spent(started, (Outcome::Delivered, made)),
+                // The region's front end will not take a body this large:
+                // the event is worth more to the operator than its files,
+                // so it goes again at once without them.
+                Ok(a) if a.status == 413 && !bare => {
+                    tracing::warn!(event = %event.name, "MAAS refused the event with its files as too large (413); sending it without them");
+                    let mut without = event.clone();
+                    without.files.clear();
+                    body = without.body();
+                    bare = true;
+                    attempt -= 1;
+                    continue;
+                }
                 Ok(a) if a.status >= 500 || matches!(a.status, 401 | 403 | 408 | 429) => last = a.brief(),
                 Ok(a) => return self.spent(started, (Outcome::Refused(self.clean(&a.brief())), made)),
                 Err(why) => last = why,
