@@ -64,14 +64,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<u8> {
-    let origin = a.config.display().to_string();
-    let text = std::fs::read_to_string(&a.config).map_err(|e| ConfigError {
-        origin: origin.clone(),
-        key: "(file)".into(),
-        message: format!("cannot read: {e}"),
-    })?;
+    let (origin, cluster) = config::read_yaml_file(&a.config)?;
     let secrets = a.secrets.as_deref().map(Secrets::read).transpose()?;
-    let doc = node_config(config::parse_yaml_value(&text, &origin)?, a.role.into(), secrets.as_ref(), &origin)?;
+    let doc = node_config(cluster, a.role.into(), secrets.as_ref(), &origin)?;
     super::print(&render(&doc)?)?;
     if let Some(k) = config::from_value(doc, &origin)?.kubernetes {
         for line in expiry(&k, k.token_ttl, Issued::AtInit) {

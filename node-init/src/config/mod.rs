@@ -430,6 +430,19 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
 
 /// YAML to a generic value, refusing duplicate keys and alias bombs. Errors
 /// carry a position but never a snippet of the text, which may hold secrets.
+/// The YAML file at `path`, read and parsed as a value; its origin (the
+/// path as given) is returned with it for the errors that follow.
+pub fn read_yaml_file(path: &std::path::Path) -> Result<(String, serde_json::Value), ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: origin.clone(),
+        key: "(file)".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let value = parse_yaml_value(&text, &origin)?;
+    Ok((origin, value))
+}
+
 pub fn parse_yaml_value(text: &str, origin: &str) -> Result<serde_json::Value, ConfigError> {
     let options = serde_saphyr::options! { duplicate_keys: DuplicateKeyPolicy::Error };
     serde_saphyr::from_str_with_options::<serde_json::Value>(text, options).map_err(|e| ConfigError {

@@ -38,13 +38,7 @@ pub(super) fn plan(a: &Args, existing: Option<&Record>) -> Result<Plan> {
     if !a.image.starts_with("custom/") || a.image.len() == "custom/".len() || a.image.contains(char::is_whitespace) {
         return Err(UsageError(format!("--image {:?}: expected custom/NAME, as uploaded", a.image)).into());
     }
-    let origin = a.config.display().to_string();
-    let text = std::fs::read_to_string(&a.config).map_err(|e| ConfigError {
-        origin: origin.clone(),
-        key: "(file)".into(),
-        message: format!("cannot read: {e}"),
-    })?;
-    let cluster = config::parse_yaml_value(&text, &origin)?;
+    let (origin, cluster) = config::read_yaml_file(&a.config)?;
     let bad = |key: &str, message: String| ConfigError { origin: origin.clone(), key: key.into(), message };
     if cluster.pointer("/kubernetes/endpoint").is_none() {
         return Err(bad("kubernetes.endpoint", "required: the API-server VIP:port `up` reserves in MAAS".into()).into());
