@@ -19,8 +19,8 @@
 //!   stage, naming the file.
 //! - the rendered kubeadm config: the token and certificate key replaced.
 //!
-//! Files keep their mode and owner and are replaced atomically, later
-//! layers first (a crash in between leaves some keys scrubbed, which
+//! Files keep their mode and owner and are replaced atomically, the
+//! kubeadm config first, then the later layers first (a crash in between leaves some keys scrubbed, which
 //! loads as `Joined` all the same). The log and the stage's details name
 //! each file and key, never a value.
 
@@ -112,6 +112,15 @@ pub fn scrub_cloud_config(text: &str, origin: &str) -> Result<Option<(String, Ve
 pub fn after_join(cx: &Context<'_>, k: &Kubernetes, details: &mut Details) -> Result<()> {
     let values = known_values(k);
     let mut done = Vec::new();
+    // First the file only this run's values or its layout can scrub: a
+    // rerun after a crash may load the config as `Joined` already.
+    if let Some(text) = cx.root.read_string_opt(super::KUBEADM_CONFIG)? {
+        let new = scrub_kubeadm_config(&values.iter().fold(text.clone(), |t, v| t.replace(v.as_str(), SCRUBBED)));
+        if new != text {
+            replace(cx, super::KUBEADM_CONFIG, new.as_bytes())?;
+            done.push(format!("{}: the token and certificate key", super::KUBEADM_CONFIG));
+        }
+    }
     for path in user_data_copies(cx)? {
         if let Some(keys) = scrub_user_data(cx, &path, &values)? {
             done.push(format!("{path}: {}", keys.join(", ")));
@@ -124,13 +133,6 @@ pub fn after_join(cx: &Context<'_>, k: &Kubernetes, details: &mut Details) -> Re
             done.push(format!("{path}: {}", keys.join(", ")));
         }
     }
-    if let Some(text) = cx.root.read_string_opt(super::KUBEADM_CONFIG)? {
-        let new = values.iter().fold(text.clone(), |t, v| t.replace(v.as_str(), SCRUBBED));
-        if new != text {
-            replace(cx, super::KUBEADM_CONFIG, new.as_bytes())?;
-            done.push(format!("{}: the token and certificate key", super::KUBEADM_CONFIG));
-        }
-    }
     for line in &done {
         tracing::info!(file = %line, "scrubbed the join material");
     }
@@ -138,6 +140,25 @@ pub fn after_join(cx: &Context<'_>, k: &Kubernetes, details: &mut Details) -> Re
         details.insert("scrubbed".into(), done.into());
     }
     Ok(())
+}
+
+/// The kubeadm config node-init rendered (see `render`), with the value
+/// of every key that holds the token or the certificate key scrubbed.
+pub fn scrub_kubeadm_config(text: &str) -> String {
+    const KEYS: [&str; 3] = ["token", "tlsBootstrapToken", "certificateKey"];
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_start().trim_start_matches("- ");
+        let secret = body.split_once(": ").filter(|(key, _)| KEYS.contains(key));
+        match secret {
+            Some((key, value)) if value.trim() != SCRUBBED => {
+                let indent = &line[..line.len() - body.len()];
+                out.push_str(&format!("{indent}{key}: {SCRUBBED}\n"));
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// The secret values this run knows, longest first so that a token goes

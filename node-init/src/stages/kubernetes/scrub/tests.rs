@@ -79,3 +79,19 @@ fn mime_parts_are_scrubbed_in_place_whether_7bit_or_base64() {
         assert_eq!(material_left(new.as_bytes(), "ud"), None, "{encoding}: {new}");
     }
 }
+
+#[test]
+fn the_kubeadm_config_loses_its_token_and_certificate_key_by_key_without_knowing_them() {
+    let text = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- token: \
+                abcdef.0123456789abcdef\n  ttl: 24h0m0s\ncertificateKey: aa\n---\ndiscovery:\n  bootstrapToken:\n    \
+                token: abcdef.0123456789abcdef\n  tlsBootstrapToken: abcdef.0123456789abcdef\ncontrolPlane:\n  \
+                certificateKey: bb\n";
+    let new = scrub_kubeadm_config(text);
+    assert_eq!(
+        new,
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- token: scrubbed\n  ttl: \
+         24h0m0s\ncertificateKey: scrubbed\n---\ndiscovery:\n  bootstrapToken:\n    token: scrubbed\n  \
+         tlsBootstrapToken: scrubbed\ncontrolPlane:\n  certificateKey: scrubbed\n"
+    );
+    assert_eq!(scrub_kubeadm_config(&new), new);
+}
