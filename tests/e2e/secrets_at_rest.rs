@@ -1,8 +1,9 @@
 //! The join material after the join: `node-init run --root` takes each
 //! role to done with the kubeadm double, then no file of the root holds
 //! the token, its secret half, the certificate key or the CA key but where
-//! kubeadm keeps them, and `status`, `config` and a second `run` work on
-//! what is left without calling kubeadm again.
+//! kubeadm keeps them, and `status`, `config`, a second `run` and (on the
+//! init node) `join-material` work on what is left without calling kubeadm
+//! to join again.
 
 use node_init_tests::cluster::{Secrets, userdata};
 use node_init_tests::kube::{Serve, api_server};
@@ -90,6 +91,16 @@ fn joins_then_keeps_no_join_material(role: &str) {
     let again = node.run();
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     assert_eq!(node.calls(), calls, "the second run called kubeadm");
+
+    if role == "init" {
+        // The scrubbed init node still mints material for the next node.
+        node.control_plane(&ca, &api.addr.to_string());
+        let out = node_init(&["join-material", "--root", &node.arg(), "--role", "worker"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let ud = text(&out.stdout);
+        let fresh = &node.tokens()[0].0;
+        assert!(ud.contains(fresh.as_str()) && !ud.contains("scrubbed"), "{ud}");
+    }
 }
 
 #[test]
