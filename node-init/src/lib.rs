@@ -14,6 +14,7 @@ pub mod error;
 pub mod jws;
 pub mod logging;
 pub mod maas;
+pub mod neighbours;
 pub mod net;
 pub mod node;
 pub mod pipeline;

@@ -25,6 +25,8 @@ mod patch;
 mod registry;
 // The proxy CA in the real rootfs's trust store, as its curl sees it.
 mod rootfs;
+// The join material scrubbed from a node's disk once it joined.
+mod secrets_at_rest;
 // `node-init up` and `down` against the MAAS API stand-in.
 mod up;
 // `node-image upload` against the MAAS API stand-in.

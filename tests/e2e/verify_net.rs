@@ -21,9 +21,13 @@ fn join(vip: Ipv4Addr) -> String {
 }
 
 fn init(w: &Preflight, vip: Ipv4Addr) -> String {
+    init_at(w, &format!("{vip}:6443"))
+}
+
+fn init_at(w: &Preflight, endpoint: &str) -> String {
     let (ca, key) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, true);
     format!(
-        "kubernetes:\n  role: init\n  endpoint: {vip}:6443\n  token: abcdef.0123456789abcdef\n  \
+        "kubernetes:\n  role: init\n  endpoint: \"{endpoint}\"\n  token: abcdef.0123456789abcdef\n  \
          certificate_key: \"{}\"\n  vip: {{interface: {}}}\n  ca:\n    cert: |\n{}    key: |\n{}",
         "a".repeat(64),
         w.ns.node_if,
@@ -126,6 +130,31 @@ fn the_vip_before_init_must_be_free_by_arp() {
     assert!(outcome(&v, "vip").1.contains("already an address of this node"));
     let (_, v) = w.verify_node(&init(&w, "10.77.0.1".parse().unwrap()), "5s");
     assert!(outcome(&v, "vip").1.contains("is in no local subnet"));
+}
+
+#[test]
+fn an_ipv6_vip_before_init_is_asked_by_neighbour_solicitation() {
+    let w = Preflight::knowing_the_node();
+    w.ns.with_ipv6();
+    let (_, v) = w.verify_node(&init_at(&w, &format!("[{}]:6443", w.ns.ipv6(0x100))), "5s");
+    let (s, r) = outcome(&v, "vip");
+    assert_eq!(s, "pass", "{r}");
+    assert!(r.contains("is free: no answer to neighbour solicitation"), "{r}");
+
+    let held = w.ns.ipv6(0x101);
+    w.ns.host_address_v6(held);
+    let (_, v) = w.verify_node(&init_at(&w, &format!("[{held}]:6443")), "5s");
+    let (s, r) = outcome(&v, "vip");
+    assert_eq!(s, "fail", "{r}");
+    assert!(r.contains("is already held") && r.contains("answers neighbour solicitation"), "{r}");
+    assert!(r.contains(&w.ns.host_mac()), "not the holder's MAC ({}): {r}", w.ns.host_mac());
+
+    // Without a route to the VIP the kernel cannot ask: that is no verdict.
+    w.ns.ip(&["-6", "route", "del", &format!("{}/64", w.ns.ipv6_prefix()), "dev", &w.ns.node_if]);
+    let (_, v) = w.verify_node(&init_at(&w, &format!("[{}]:6443", w.ns.ipv6(0x100))), "5s");
+    let (s, r) = outcome(&v, "vip");
+    assert_eq!(s, "error", "{r}");
+    assert!(r.contains("neighbour solicitation") && r.contains("cannot send"), "{r}");
 }
 
 #[test]

@@ -676,3 +676,56 @@ pub fn kubeconfig(ca: &ClusterCa, server: &str, pem: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(&ca.cert_pem)
     )
 }
+
+impl Node {
+    /// The user data where cloud-init keeps its copies on a deployed
+    /// node: `instance` a link to `instances/<id>/` with `user-data.txt`
+    /// and the processed `user-data.txt.i` (MIME, one 7bit
+    /// `text/cloud-config` part, as cloud-init writes it), and an earlier
+    /// instance's gzipped copy (cloud-init keeps every instance's
+    /// directory); and the files its `write_files` wrote, with their modes.
+    pub fn cloud_init_copies(&self) {
+        use std::io::Write as _;
+        let ud = self.read("var/lib/cloud/instance/user-data.txt");
+        let doc: serde_json::Value = serde_saphyr::from_str(&ud).unwrap();
+        for f in doc["write_files"].as_array().into_iter().flatten() {
+            let path = f["path"].as_str().unwrap().trim_start_matches('/');
+            self.write(path, f["content"].as_str().unwrap());
+            let mode = u32::from_str_radix(f["permissions"].as_str().unwrap_or("0644"), 8).unwrap();
+            std::fs::set_permissions(self.path(path), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::fs::remove_dir_all(self.path("var/lib/cloud/instance")).unwrap();
+        self.write("var/lib/cloud/instances/i-e2e-2/user-data.txt", &ud);
+        let mime = format!(
+            "Content-Type: multipart/mixed; boundary=\"===============0463258251697537==\"\nMIME-Version: 1.0\n\
+             Number-Attachments: 1\n\n--===============0463258251697537==\nContent-Type: text/cloud-config\n\
+             MIME-Version: 1.0\nContent-Transfer-Encoding: 7bit\nContent-Disposition: attachment; \
+             filename=\"part-001\"\n\n{ud}\n--===============0463258251697537==--\n"
+        );
+        self.write("var/lib/cloud/instances/i-e2e-2/user-data.txt.i", &mime);
+        std::os::unix::fs::symlink("/var/lib/cloud/instances/i-e2e-2", self.path("var/lib/cloud/instance")).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(ud.as_bytes()).unwrap();
+        let old = self.path("var/lib/cloud/instances/i-e2e-1/user-data.txt");
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        std::fs::write(old, gz.finish().unwrap()).unwrap();
+    }
+
+    /// Every file under the root holding `needle` (symbolic links not
+    /// followed), relative to the root, sorted.
+    pub fn files_holding(&self, needle: &str) -> Vec<String> {
+        let out = crate::output(
+            std::process::Command::new("grep").args(["-rlFZ", "-D", "skip", "--"]).arg(needle).arg(self.root.path()),
+        );
+        assert!(out.status.code().is_some_and(|c| c < 2), "grep: {}", crate::text(&out.stderr));
+        let base = format!("{}/", self.arg());
+        let mut files: Vec<String> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).trim_start_matches(&base).to_owned())
+            .collect();
+        files.sort();
+        files
+    }
+}

@@ -457,3 +457,37 @@ fn unreachable_reply(host: &str) -> String {
         body.len()
     )
 }
+
+/// IPv6 on a namespace's link: `fd42:201:N::/64`, the host side `::1` and
+/// the node `::2`, each without duplicate address detection so that they
+/// are usable at once. No IPv6 default route: only the link is reachable.
+impl Netns {
+    /// The link's /64 prefix, `fd42:201:N::`.
+    pub fn ipv6_prefix(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::new(0xfd42, 0x201, u16::from(self.node_ip.octets()[2]), 0, 0, 0, 0, 0)
+    }
+
+    /// An address of the link's /64 ending in `last`.
+    pub fn ipv6(&self, last: u16) -> std::net::Ipv6Addr {
+        let s = self.ipv6_prefix().segments();
+        std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, last)
+    }
+
+    /// Puts `::1` on the host side and `::2` on the node, both /64.
+    pub fn with_ipv6(&self) {
+        ip(&["-6", "addr", "add", &format!("{}/64", self.ipv6(1)), "dev", &self.host_if, "nodad"]);
+        self.ip(&["-6", "addr", "add", &format!("{}/64", self.ipv6(2)), "dev", &self.node_if, "nodad"]);
+    }
+
+    /// An IPv6 address on the host side of the link: another machine that
+    /// answers neighbour solicitation for it.
+    pub fn host_address_v6(&self, addr: std::net::Ipv6Addr) {
+        ip(&["-6", "addr", "add", &format!("{addr}/128"), "dev", &self.host_if, "nodad"]);
+    }
+
+    /// The host side's MAC, as `ip` prints it.
+    pub fn host_mac(&self) -> String {
+        let out = Command::new("ip").args(["-br", "link", "show", &self.host_if]).output().expect("ip");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2).unwrap_or_default().to_owned()
+    }
+}

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 
 use super::egress::{open_tls, proxy, step, tls_config};
 use super::{Check, Finding, Inputs, every, fail, pass, skip};
-use crate::config::{DEFAULT_IMAGE_REPOSITORY, Kubernetes, Member};
+use crate::config::{DEFAULT_IMAGE_REPOSITORY, Kubernetes, Member, Role};
 
 pub struct Registry;
 
@@ -61,8 +61,8 @@ fn registries(k: &Kubernetes) -> Vec<String> {
     let repository = k.image_repository.as_ref().map_or(DEFAULT_IMAGE_REPOSITORY, |r| r.0.as_str());
     let kube_vip = match &k.member {
         Member::Init { vip, .. } => Some(vip.image.as_str()),
-        Member::ControlPlane { .. } => k.vip.as_ref().map(|v| v.image.as_str()),
-        Member::Worker { .. } => None,
+        Member::Worker { .. } | Member::Joined { role: Role::Worker, .. } => None,
+        Member::ControlPlane { .. } | Member::Joined { .. } => k.vip.as_ref().map(|v| v.image.as_str()),
     };
     let mut out = vec![repository.split('/').next().unwrap_or(repository).to_owned()];
     if let Some(r) = kube_vip.map(registry_of).filter(|r| !out.contains(r)) {

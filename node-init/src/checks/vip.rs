@@ -6,9 +6,14 @@
 //! The ARP request is the kernel's own: a datagram to the discard port makes
 //! the kernel resolve the VIP on the right interface, and its neighbour
 //! table (`/proc/net/arp`) then holds the owner's MAC or nothing. That needs
-//! no raw socket and no CAP_NET_RAW.
+//! no raw socket and no CAP_NET_RAW. An IPv6 VIP is asked the same way: the
+//! datagram makes the kernel send neighbour solicitation, and its IPv6
+//! neighbour table (rtnetlink, [`crate::neighbours`]) holds the answer. The
+//! VIP is "free" only when the kernel did ask (an entry for it appeared);
+//! where it cannot (no IPv6 route, IPv6 off) or did not (the VIP routed
+//! through a gateway), the check reports `error` with why.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -52,12 +57,26 @@ impl Check for Vip {
             if set.is_none() && k.vip.is_some() { format!("{place}, kube-vip's interface derived") } else { place };
         if k.role() == Role::Init {
             let wait = ARP_WAIT.min(f.query_timeout);
-            let owner = arp_owner(f, vip, wait).await.with_context(|| format!("asking ARP for {vip}"))?;
-            return Ok(match owner {
-                Some(mac) => fail(format!("VIP {vip} ({place}) is already held: {mac} answers ARP for it")),
-                None => {
-                    pass(format!("VIP {vip} ({place}) is free: no ARP answer in {}", humantime::format_duration(wait)))
+            let waited = humantime::format_duration(wait);
+            return Ok(match vip {
+                IpAddr::V4(_) => {
+                    match arp_owner(f, vip, wait).await.with_context(|| format!("asking ARP for {vip}"))? {
+                        Some(mac) => fail(format!("VIP {vip} ({place}) is already held: {mac} answers ARP for it")),
+                        None => pass(format!("VIP {vip} ({place}) is free: no ARP answer in {waited}")),
+                    }
                 }
+                IpAddr::V6(v6) => match ndp_owner(v6, wait)
+                    .await
+                    .with_context(|| format!("asking for {vip} by neighbour solicitation on {}", home.interface))?
+                {
+                    Some(mac) => fail(format!(
+                        "VIP {vip} ({place}) is already held: {mac} on {} answers neighbour solicitation for it",
+                        home.interface
+                    )),
+                    None => {
+                        pass(format!("VIP {vip} ({place}) is free: no answer to neighbour solicitation in {waited}"))
+                    }
+                },
             });
         }
         let port = SocketAddr::new(vip, k.endpoint.port);
@@ -72,11 +91,9 @@ impl Check for Vip {
     }
 }
 
-/// The MAC that answers ARP for `ip`, if one does within `wait`.
-/// An IPv6 VIP would need neighbour solicitation, which this does not
-/// send: that is "could not look", never "free".
+/// The MAC that answers ARP for `ip`, an IPv4 address, if one does within
+/// `wait`.
 async fn arp_owner(f: &Inputs<'_>, ip: IpAddr, wait: Duration) -> Result<Option<String>> {
-    let IpAddr::V4(_) = ip else { bail!("{ip} is IPv6: ARP cannot ask for it and neighbour solicitation is not sent") };
     let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
     let end = Instant::now() + wait;
     let mut next_send = Instant::now();
@@ -91,6 +108,38 @@ async fn arp_owner(f: &Inputs<'_>, ip: IpAddr, wait: Duration) -> Result<Option<
             return Ok(Some(mac));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(None)
+}
+
+/// The MAC that answers the kernel's neighbour solicitation for `ip`, if
+/// one does within `wait`. An error when the kernel cannot send to `ip`, or
+/// sent nothing for it (no entry for `ip` ever appeared).
+async fn ndp_owner(ip: Ipv6Addr, wait: Duration) -> Result<Option<String>> {
+    let socket = tokio::net::UdpSocket::bind("[::]:0").await.context("opening an IPv6 socket (is IPv6 off?)")?;
+    let end = Instant::now() + wait;
+    let mut next_send = Instant::now();
+    let mut asked = false;
+    while Instant::now() < end {
+        if Instant::now() >= next_send {
+            // The discard port; the datagram only exists to start solicitation.
+            socket
+                .send_to(b"node-init vip probe", SocketAddr::new(IpAddr::V6(ip), 9))
+                .await
+                .with_context(|| format!("the kernel cannot send to {ip}"))?;
+            next_send = Instant::now() + Duration::from_millis(500);
+        }
+        let table = tokio::task::spawn_blocking(crate::neighbours::ipv6).await??;
+        if let Some(entry) = table.iter().find(|n| n.ip == IpAddr::V6(ip)) {
+            asked = true;
+            if let Some(mac) = entry.owner() {
+                return Ok(Some(mac));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !asked {
+        bail!("the kernel never solicited {ip}: no neighbour entry appeared (is it routed through a gateway?)");
     }
     Ok(None)
 }

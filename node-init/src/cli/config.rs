@@ -10,6 +10,7 @@ use anyhow::Result;
 use serde_json::{Map, Value, json};
 
 use super::Format;
+use crate::config::values::SCRUBBED;
 use crate::config::{self, Loaded};
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,8 @@ fn redacted(path: &str, v: &Value) -> Value {
         Value::Object(m) => {
             Value::Object(m.iter().map(|(k, v)| (k.clone(), redacted(&format!("{path}{}{k}", sep(path)), v))).collect())
         }
+        // What node-init left after the join is no secret, and says so.
+        Value::String(s) if s == SCRUBBED && SECRETS.contains(&path) => v.clone(),
         Value::String(s) if path == "kubernetes.token" => {
             Value::String(format!("{}.<redacted>", s.split('.').next().unwrap_or_default()))
         }

@@ -142,7 +142,16 @@ pub fn node_config_with(
         k.remove("certificate_key");
     }
     let doc = Value::Object(doc);
-    config::from_value(doc.clone(), origin)?;
+    if config::from_value(doc.clone(), origin)?.kubernetes.is_some_and(|k| k.scrubbed()) {
+        return Err(ConfigError {
+            origin: origin.to_owned(),
+            key: "kubernetes.token".into(),
+            message: "the join material reads `scrubbed`, as node-init leaves it on a node that joined; a new \
+                      node needs real material: pass --secrets, or run `node-init join-material` on a \
+                      control-plane node"
+                .into(),
+        });
+    }
     Ok(doc)
 }
 
@@ -173,7 +182,8 @@ pub enum Issued {
 /// When a node's user data stops working, one line each, for stderr: its
 /// token lives `ttl` from `issued`.
 pub fn expiry(k: &Kubernetes, ttl: Ttl, issued: Issued) -> Vec<String> {
-    let (id, role) = (&k.token.id, k.role());
+    let Some(token) = k.token() else { return Vec::new() };
+    let (id, role) = (&token.id, k.role());
     let fresh = |r: Role| format!("`node-init join-material --role {}` on a control-plane node", r.as_str());
     let mut lines = Vec::new();
     let never = |what: &str| {

@@ -128,7 +128,11 @@ fn from_user_data(bytes: &[u8], origin: &str) -> Result<Option<Config>, ConfigEr
 /// `node-init userdata` renders; cloud-init writes them before node-init
 /// starts, but an image configured with `--root` has only the user data),
 /// then the `node_init:` key.
-fn user_data_layers(bytes: &[u8], origin: &str, on_disk: &dyn Fn(&str) -> bool) -> Result<Vec<Layer>, ConfigError> {
+pub(crate) fn user_data_layers(
+    bytes: &[u8],
+    origin: &str,
+    on_disk: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Layer>, ConfigError> {
     let Some(cloud_config) =
         cloud_config_text(bytes).map_err(|e| config_error(origin, "(user data)", format!("{e:#}")))?
     else {
@@ -166,7 +170,7 @@ fn user_data_layers(bytes: &[u8], origin: &str, on_disk: &dyn Fn(&str) -> bool) 
 
 /// A `write_files` entry's content, decoded as cloud-init does for the
 /// encodings it accepts.
-fn write_files_content(entry: &serde_json::Value) -> Result<String> {
+pub(crate) fn write_files_content(entry: &serde_json::Value) -> Result<String> {
     use base64::Engine;
     let content = entry.get("content").and_then(|c| c.as_str()).unwrap_or_default();
     let encoding = entry.get("encoding").and_then(|c| c.as_str()).unwrap_or("text/plain").to_ascii_lowercase();
@@ -216,7 +220,7 @@ fn looks_like_mime(text: &str) -> bool {
     head.contains("content-type: multipart/") || head.starts_with("mime-version:")
 }
 
-fn gunzip_if_compressed(bytes: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn gunzip_if_compressed(bytes: &[u8]) -> Result<Vec<u8>> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes.to_vec());
     }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_saphyr::options::DuplicateKeyPolicy;
 
 pub use intake::{CONFIG_DIR, CONFIG_PATH, Loaded, USER_DATA_PATH, USERDATA_LAYER, load, merged};
+pub(crate) use intake::{gunzip_if_compressed, user_data_layers, write_files_content};
 use validate::validate;
 use values::*;
 
@@ -201,11 +202,11 @@ pub struct KubernetesDoc {
     pub pod_cidr: Cidr,
     #[serde(default = "default_service_cidr")]
     pub service_cidr: Cidr,
-    pub token: Option<Token>,
+    pub token: Option<Held<Token>>,
     #[serde(default)]
     pub ca_cert_hashes: Vec<CaHash>,
-    pub certificate_key: Option<CertKey>,
-    pub ca: Option<ClusterCa>,
+    pub certificate_key: Option<Held<CertKey>>,
+    pub ca: Option<ClusterCaDoc>,
     pub vip: Option<Vip>,
     #[serde(default = "default_discovery_timeout")]
     pub discovery_timeout: Dur,
@@ -228,8 +229,6 @@ pub struct Kubernetes {
     pub version: Option<KubeVersion>,
     pub pod_cidr: Cidr,
     pub service_cidr: Cidr,
-    /// Every role has one: init creates it, a join authenticates with it.
-    pub token: Token,
     /// The VIP kube-vip holds; always there on init.
     pub vip: Option<Vip>,
     /// How long a join waits for the API server's cluster-info (the VIP
@@ -260,16 +259,22 @@ pub struct Kubernetes {
     pub member: Member,
 }
 
-/// A role with the material it needs, present by construction.
+/// A role with the material it needs, present by construction. Every role
+/// but [`Member::Joined`] has the bootstrap token: init creates it, a join
+/// authenticates with it.
 #[derive(Debug, Clone)]
 pub enum Member {
     /// The first control-plane node: the pre-seeded CA, the key its
     /// certificates are uploaded under, and the VIP kube-vip announces.
-    Init { ca: ClusterCa, certificate_key: CertKey, vip: Vip },
+    Init { token: Token, ca: ClusterCa, certificate_key: CertKey, vip: Vip },
     /// A control-plane join: the CA pins and the certificate key.
-    ControlPlane { ca_cert_hashes: Vec<CaHash>, certificate_key: CertKey },
+    ControlPlane { token: Token, ca_cert_hashes: Vec<CaHash>, certificate_key: CertKey },
     /// A worker join: the CA pins.
-    Worker { ca_cert_hashes: Vec<CaHash> },
+    Worker { token: Token, ca_cert_hashes: Vec<CaHash> },
+    /// A node of `role` that joined (or initialised) the cluster, whose
+    /// join material node-init scrubbed after: the stage decides by
+    /// membership only and never runs kubeadm with it.
+    Joined { role: Role, ca_cert_hashes: Vec<CaHash> },
 }
 
 impl Kubernetes {
@@ -278,6 +283,17 @@ impl Kubernetes {
             Member::Init { .. } => Role::Init,
             Member::ControlPlane { .. } => Role::ControlPlane,
             Member::Worker { .. } => Role::Worker,
+            Member::Joined { role, .. } => role,
+        }
+    }
+
+    /// The bootstrap token, unless it was scrubbed after the join.
+    pub fn token(&self) -> Option<&Token> {
+        match &self.member {
+            Member::Init { token, .. } | Member::ControlPlane { token, .. } | Member::Worker { token, .. } => {
+                Some(token)
+            }
+            Member::Joined { .. } => None,
         }
     }
 
@@ -287,16 +303,23 @@ impl Kubernetes {
             Member::Init { certificate_key, .. } | Member::ControlPlane { certificate_key, .. } => {
                 Some(certificate_key)
             }
-            Member::Worker { .. } => None,
+            Member::Worker { .. } | Member::Joined { .. } => None,
         }
     }
 
     /// The CA pins of a join; none on init.
     pub fn ca_cert_hashes(&self) -> &[CaHash] {
         match &self.member {
-            Member::ControlPlane { ca_cert_hashes, .. } | Member::Worker { ca_cert_hashes } => ca_cert_hashes,
+            Member::ControlPlane { ca_cert_hashes, .. }
+            | Member::Worker { ca_cert_hashes, .. }
+            | Member::Joined { ca_cert_hashes, .. } => ca_cert_hashes,
             Member::Init { .. } => &[],
         }
+    }
+
+    /// Whether the join material was scrubbed after this node joined.
+    pub fn scrubbed(&self) -> bool {
+        matches!(self.member, Member::Joined { .. })
     }
 }
 
@@ -304,11 +327,18 @@ fn default_discovery_timeout() -> Dur {
     Dur(Duration::from_secs(300))
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ClusterCa {
     pub cert: PemCerts,
     pub key: PemKey,
+}
+
+/// `kubernetes.ca` as written: the key may have been scrubbed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterCaDoc {
+    pub cert: PemCerts,
+    pub key: Held<PemKey>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -32,7 +32,7 @@ fn full_document_parses() {
     assert_eq!(c.dns.timeout.0.as_secs(), 90);
     let k = c.kubernetes.unwrap();
     assert_eq!(k.role(), Role::Worker);
-    assert_eq!(k.token.id, "abcdef");
+    assert_eq!(k.token().unwrap().id, "abcdef");
     assert_eq!(k.pod_cidr, default_pod_cidr());
     assert!(k.ca_cert_hashes()[0].0.ends_with("0123456789abcdef0123456789abcdef0123456789abcdef"));
 }
@@ -83,4 +83,37 @@ fn peers_are_addresses_each_once_and_never_the_vip() {
     assert_eq!(e.key, "kubernetes.peers[1]");
     assert!(e.message.contains("\"node3.maas\" is not an IP address"), "{e}");
     assert!(with("[127.0.0.1]").unwrap_err().message.contains("no node's address"));
+}
+
+#[test]
+fn scrubbed_join_material_loads_as_a_joined_member_of_the_same_role() {
+    let worker = FULL.replace("abcdef.s3cr3ts3cr3ts3cr", "scrubbed");
+    let k = parse(&worker, "t").unwrap().kubernetes.unwrap();
+    assert!(matches!(k.member, Member::Joined { role: Role::Worker, .. }), "{:?}", k.member);
+    assert!(k.token().is_none() && k.certificate_key().is_none());
+    assert_eq!(k.ca_cert_hashes().len(), 1, "the pins are no secret and stay");
+    // Init: any scrubbed key is enough (a crash between two scrubbed layers
+    // leaves the others), and the CA's certificate is no longer checked
+    // against a key it lost.
+    let init = "kubernetes:\n  role: init\n  endpoint: 10.0.0.1:6443\n  token: scrubbed\n  \
+                certificate_key: scrubbed\n  ca: {cert: x, key: scrubbed}\n";
+    assert!(parse(init, "t").is_err(), "the certificate is still parsed");
+    let init = "kubernetes:\n  role: init\n  endpoint: 10.0.0.1:6443\n  token: scrubbed\n  \
+                certificate_key: 0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n";
+    let k = parse(init, "t").unwrap().kubernetes.unwrap();
+    assert_eq!(k.role(), Role::Init);
+    assert!(k.scrubbed() && k.vip.is_some(), "init keeps its VIP for kube-vip");
+}
+
+#[test]
+fn scrubbed_is_accepted_only_for_the_secret_keys() {
+    let hashes =
+        FULL.replace("[\"sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef\"]", "[scrubbed]");
+    let e = parse(&hashes, "t").unwrap_err();
+    assert!(e.key.starts_with("kubernetes.ca_cert_hashes"), "{e}");
+    let e = parse(&FULL.replace("v1.31.4", "scrubbed"), "t").unwrap_err();
+    assert_eq!(e.key, "kubernetes.version");
+    // A worker has no certificate key to scrub: its token decides.
+    let k = parse(&FULL.replace("  version:", "  certificate_key: scrubbed\n  version:"), "t");
+    assert!(!k.unwrap().kubernetes.unwrap().scrubbed());
 }

@@ -73,7 +73,9 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
     if pod.overlaps(&svc.0) {
         return reject("kubernetes.service_cidr", format!("{svc} overlaps kubernetes.pod_cidr {pod}"));
     }
-    let Some(token) = k.token else { return reject("kubernetes.token", "required for every role") };
+    if k.token.is_none() {
+        return reject("kubernetes.token", "required for every role");
+    }
     if k.vip.is_some() || k.role == Role::Init {
         vip(&k.vip.clone().unwrap_or_default(), &k.endpoint)?;
     }
@@ -87,9 +89,11 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         }
     }
     peers(&k.peers, &k.endpoint)?;
-    let member = member(k.role, k.ca_cert_hashes, k.certificate_key, k.ca, k.vip.clone())?;
+    let material = Material { token: k.token, certificate_key: k.certificate_key, ca: k.ca };
+    let member = member(k.role, k.ca_cert_hashes, material, k.vip.clone())?;
     let vip = match &member {
         Member::Init { vip, .. } => Some(vip.clone()),
+        Member::Joined { role: Role::Init, .. } => Some(k.vip.unwrap_or_default()),
         _ => k.vip,
     };
     Ok(Kubernetes {
@@ -97,7 +101,6 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
         version: k.version,
         pod_cidr: pod,
         service_cidr: svc,
-        token,
         vip,
         discovery_timeout: k.discovery_timeout,
         token_ttl: k.token_ttl,
@@ -110,39 +113,66 @@ fn kubernetes(k: KubernetesDoc) -> Result<Kubernetes, Rejection> {
     })
 }
 
-/// The role with its material, or the first key it lacks.
+/// The secret keys of a role's join material, as written.
+struct Material {
+    token: Option<Held<Token>>,
+    certificate_key: Option<Held<CertKey>>,
+    ca: Option<super::ClusterCaDoc>,
+}
+
+impl Material {
+    /// Whether node-init scrubbed any of the role's secret keys. Any, not
+    /// all: a node cut off while scrubbing its layers one by one, or given
+    /// fresh material for some keys only, has no material to join with.
+    fn scrubbed(&self, role: Role) -> bool {
+        let token = self.token.as_ref().is_some_and(Held::is_scrubbed);
+        let key = role != Role::Worker && self.certificate_key.as_ref().is_some_and(Held::is_scrubbed);
+        let ca = role == Role::Init && self.ca.as_ref().is_some_and(|c| c.key.is_scrubbed());
+        token || key || ca
+    }
+}
+
+/// The role with its material, or the first key it lacks. A node whose
+/// secret keys read `scrubbed` (see [`SCRUBBED`]) is [`Member::Joined`].
 fn member(
     role: Role,
     ca_cert_hashes: Vec<CaHash>,
-    certificate_key: Option<CertKey>,
-    ca: Option<super::ClusterCa>,
+    material: Material,
     vip: Option<super::Vip>,
 ) -> Result<Member, Rejection> {
+    if material.scrubbed(role) {
+        return Ok(Member::Joined { role, ca_cert_hashes });
+    }
+    let Material { token, certificate_key, ca } = material;
+    let Some(token) = token.and_then(Held::present) else {
+        return reject("kubernetes.token", "required for every role");
+    };
     let pins = || -> Result<Vec<CaHash>, Rejection> {
         if ca_cert_hashes.is_empty() {
             return reject("kubernetes.ca_cert_hashes", "a join needs at least one sha256: CA pin");
         }
         Ok(ca_cert_hashes.clone())
     };
-    let key = || certificate_key.clone().ok_or(());
+    let key = || certificate_key.clone().and_then(Held::present).ok_or(());
     let key_missing = || reject("kubernetes.certificate_key", "required for init and control-plane");
     Ok(match role {
-        Role::Worker => Member::Worker { ca_cert_hashes: pins()? },
+        Role::Worker => Member::Worker { token, ca_cert_hashes: pins()? },
         Role::ControlPlane => {
             let ca_cert_hashes = pins()?;
             let Ok(certificate_key) = key() else { return key_missing() };
-            Member::ControlPlane { ca_cert_hashes, certificate_key }
+            Member::ControlPlane { token, ca_cert_hashes, certificate_key }
         }
         Role::Init => {
             let Ok(certificate_key) = key() else { return key_missing() };
-            let Some(ca) = ca else {
+            let Some(super::ClusterCaDoc { cert, key: Held::Present(key) }) = ca else {
                 return reject("kubernetes.ca", "init needs the pre-seeded cluster CA (cert and key)");
             };
+            let ca = super::ClusterCa { cert, key };
             // kube-vip holds the VIP from the first node on; its interface
             // is derived from the node unless `vip.interface` says.
             let vip = vip.unwrap_or_default();
             cluster_ca(&ca)?;
-            Member::Init { ca, certificate_key, vip }
+            Member::Init { token, ca, certificate_key, vip }
         }
     })
 }

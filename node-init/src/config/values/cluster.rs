@@ -9,6 +9,41 @@ use serde::{Deserialize, Deserializer, de};
 use crate::pki;
 use crate::secret::Secret;
 
+/// What a scrubbed secret reads in node-init's config files after the node
+/// joined: the join material is gone, and the key says so.
+pub const SCRUBBED: &str = "scrubbed";
+
+/// A secret key of the join material as written: the value, or
+/// [`SCRUBBED`] once node-init removed it from a node that joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held<T> {
+    Present(T),
+    Scrubbed,
+}
+
+impl<T> Held<T> {
+    pub fn present(self) -> Option<T> {
+        match self {
+            Self::Present(v) => Some(v),
+            Self::Scrubbed => None,
+        }
+    }
+
+    pub fn is_scrubbed(&self) -> bool {
+        matches!(self, Self::Scrubbed)
+    }
+}
+
+impl<'de, T: FromStr<Err = String>> Deserialize<'de> for Held<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = crate::secret::deserialize_secret_string(d)?;
+        if s.expose() == SCRUBBED {
+            return Ok(Self::Scrubbed);
+        }
+        s.expose().parse().map(Self::Present).map_err(de::Error::custom)
+    }
+}
+
 /// A kubeadm bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`. The id is public
 /// (it names the JWS in cluster-info); the secret is not.
 #[derive(Debug, Clone, PartialEq, Eq)]

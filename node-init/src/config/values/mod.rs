@@ -40,7 +40,7 @@ mod cluster;
 mod peer;
 mod proxy;
 
-pub use cluster::{CaHash, CertKey, PemCerts, PemKey, Token};
+pub use cluster::{CaHash, CertKey, Held, PemCerts, PemKey, SCRUBBED, Token};
 pub use peer::{Peer, PeerRole};
 pub use proxy::{NoProxyEntry, ProxyUrl};
 

@@ -44,8 +44,10 @@ impl Scrubber {
     pub fn new(config: &Config, extra: &[&str]) -> Self {
         let mut s: Vec<String> = extra.iter().map(|x| (*x).to_owned()).collect();
         if let Some(k) = &config.kubernetes {
-            s.push(format!("{}.{}", k.token.id, k.token.secret.expose()));
-            s.push(k.token.secret.expose().clone());
+            if let Some(t) = k.token() {
+                s.push(format!("{}.{}", t.id, t.secret.expose()));
+                s.push(t.secret.expose().clone());
+            }
             if let Some(ck) = k.certificate_key() {
                 s.push(ck.0.expose().clone());
             }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::config::Kubernetes;
-use crate::config::values::Endpoint;
+use crate::config::values::{Endpoint, Token};
 use crate::pki;
 use crate::retry::Backoff;
 
@@ -56,12 +56,12 @@ enum Failure {
 
 /// Runs discovery against `addr` (the endpoint resolved) until it succeeds,
 /// is refused, or `deadline` passes.
-pub async fn discover(k: &Kubernetes, addr: SocketAddr, deadline: Duration) -> Result<Found> {
+pub async fn discover(k: &Kubernetes, token: &Token, addr: SocketAddr, deadline: Duration) -> Result<Found> {
     let until = Instant::now() + deadline;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match once(k, addr).await {
+        match once(k, token, addr).await {
             Ok((server, pin)) => return Ok(Found { server, pin, attempts: attempt }),
             Err(Failure::Refuse(why)) => bail!("refusing to join {}: {why}", k.endpoint),
             Err(Failure::Retry(why)) => {
@@ -78,8 +78,7 @@ pub async fn discover(k: &Kubernetes, addr: SocketAddr, deadline: Duration) -> R
     }
 }
 
-async fn once(k: &Kubernetes, addr: SocketAddr) -> Result<(String, String), Failure> {
-    let token = &k.token;
+async fn once(k: &Kubernetes, token: &Token, addr: SocketAddr) -> Result<(String, String), Failure> {
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Err(_) => return Err(Failure::Retry(format!("TCP to {addr}: no answer within {CONNECT_TIMEOUT:?}"))),
         Ok(Err(e)) => return Err(Failure::Retry(format!("TCP to {addr}: {e}"))),

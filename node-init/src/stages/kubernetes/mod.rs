@@ -20,13 +20,16 @@
 //! Both end by writing Cluster API's `bootstrap-success.complete`. The
 //! rendered kubeadm config holds the token and certificate key, so it is
 //! 0600 beside node-init's own config, and no secret reaches a log or the
-//! stage's facts.
+//! stage's facts. Once the node is a member, [`scrub`] removes the join
+//! material from the disk; a config whose material reads `scrubbed`
+//! ([`Member::Joined`]) is decided by membership alone, never by kubeadm.
 
 pub mod discovery;
 pub mod local;
 pub mod membership;
 pub mod preflight;
 pub mod render;
+pub mod scrub;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,9 +38,8 @@ use anyhow::{Context as _, Result, bail};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::config::values::CertKey;
-use crate::config::values::KubeVersion;
-use crate::config::{ClusterCa, Config, Kubernetes, Member, Vip};
+use crate::config::values::{CertKey, KubeVersion, Token};
+use crate::config::{ClusterCa, Config, Kubernetes, Member, Role, Vip};
 use crate::retry::Backoff;
 use crate::runner::{Cmd, tail};
 use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
@@ -77,7 +79,8 @@ impl Stage for KubernetesStage {
 
     /// Only the role and the endpoint: rerunning kubeadm resets the node,
     /// so a changed version or token on a node already in the cluster is
-    /// not a reason to do it again.
+    /// not a reason to do it again, nor is the join material that
+    /// [`scrub`] removes after the join.
     fn inputs(&self, c: &Config, f: &mut Fingerprint) {
         match &c.kubernetes {
             Some(k) => f.add("role", k.role().as_str()).add("endpoint", &k.endpoint),
@@ -93,6 +96,13 @@ impl Stage for KubernetesStage {
         let mut details = Details::new();
         details.insert("role".into(), k.role().as_str().into());
         details.insert("endpoint".into(), k.endpoint.to_string().into());
+        let todo = match &k.member {
+            Member::Init { token, ca, certificate_key, vip } => {
+                Todo::Init(Init { token, ca, key: certificate_key, vip })
+            }
+            Member::ControlPlane { token, .. } | Member::Worker { token, .. } => Todo::Join(token),
+            Member::Joined { .. } => return joined(cx, k, &local, details).await,
+        };
         if let Some(left) = LEFTOVERS.iter().find(|p| cx.root.exists(p)) {
             tracing::info!(file = left, "an earlier kubeadm run left files behind; is this node already a member?");
             if let Some(member) = reset_unless_member(cx, k, &mut details).await? {
@@ -108,11 +118,9 @@ impl Stage for KubernetesStage {
         details.insert("preflight".into(), passed.into());
         details.insert("kubernetes_version".into(), version.to_string().into());
         details.insert("kubeadm_api".into(), render::api_version(version).into());
-        let ran = match &k.member {
-            Member::Init { ca, certificate_key, vip } => {
-                init(cx, k, Init { ca, key: certificate_key, vip }, version, &local, &mut details).await?
-            }
-            Member::ControlPlane { .. } | Member::Worker { .. } => join(cx, k, version, &local, &mut details).await?,
+        let ran = match todo {
+            Todo::Init(i) => init(cx, k, i, version, &local, &mut details).await?,
+            Todo::Join(token) => join(cx, k, token, version, &local, &mut details).await?,
         };
         if let Ran::Member(member) = ran {
             return member.done(cx, k, &local, details);
@@ -122,6 +130,7 @@ impl Stage for KubernetesStage {
             return Ok(Outcome::Done(Done::new(details)));
         }
         cx.write(BOOTSTRAP_SUCCESS, b"success\n", 0o644)?;
+        scrub::after_join(cx, k, &mut details)?;
         let summary = match &k.member {
             Member::Init { .. } => format!("initialised the cluster at {} ({version})", k.endpoint),
             _ => format!("joined {} as {} ({version})", k.endpoint, k.role().as_str()),
@@ -145,10 +154,38 @@ impl Known {
         if !cx.dry_run {
             cx.write(BOOTSTRAP_SUCCESS, b"success\n", 0o644)?;
         }
+        scrub::after_join(cx, k, &mut details)?;
         let summary =
             format!("found {} already a member of {} ({}); kubeadm not run", self.name, k.endpoint, self.evidence);
         details.insert("membership".into(), self.evidence.into());
         Ok(Outcome::Done(Done::new(details).summary(summary)))
+    }
+}
+
+/// What kubeadm is to do with the join material.
+enum Todo<'a> {
+    Init(Init<'a>),
+    Join(&'a Token),
+}
+
+/// A node whose join material was scrubbed after it joined: membership
+/// decides, kubeadm is never run (nor reset) without the material.
+async fn joined(cx: &Context<'_>, k: &Kubernetes, local: &Local, details: Details) -> Result<Outcome> {
+    let not_member = |evidence: &str| {
+        anyhow::anyhow!(
+            "the join material (kubernetes.token, certificate_key, ca.key) reads `scrubbed`: node-init removed it \
+             after this node joined, but this node is not a member of the cluster now ({evidence}); give it fresh \
+             material from `node-init join-material --role {}` on a control-plane node (in a config.d file or the \
+             user data, replacing every scrubbed key), then run node-init again",
+            k.role().as_str()
+        )
+    };
+    match membership::check(cx, k).await.context("the join material was scrubbed after this node joined")? {
+        Verdict::Member { name, evidence } => {
+            tracing::info!(node = %name, %evidence, "the join material was scrubbed after the join; still a member");
+            Known { name, evidence }.done(cx, k, local, details)
+        }
+        Verdict::NotMember { evidence } => Err(not_member(&evidence)),
     }
 }
 
@@ -172,16 +209,16 @@ async fn reset_unless_member(cx: &Context<'_>, k: &Kubernetes, details: &mut Det
 /// kube-vip as it runs after kubeadm: from admin.conf, on the init node and
 /// on control-plane nodes that announce the VIP.
 fn settle_kube_vip(cx: &Context<'_>, k: &Kubernetes, local: &Local) -> Result<()> {
-    match (&k.member, &k.vip, &local.vip_interface) {
-        (Member::Worker { .. }, ..) => {}
+    match (k.role(), &k.vip, &local.vip_interface) {
+        (Role::Worker, ..) => {}
         (_, Some(vip), Some(interface)) => {
             let manifest = render::kube_vip_manifest(k, vip, interface, render::ADMIN_CONF);
             if cx.write(render::KUBE_VIP_MANIFEST, manifest.as_bytes(), 0o600)? != crate::root::Change::Unchanged {
                 tracing::info!("kube-vip reads admin.conf");
             }
         }
-        (Member::Init { .. }, ..) => bail!("kube-vip needs an interface for the VIP: set kubernetes.vip.interface"),
-        (Member::ControlPlane { .. }, ..) => {
+        (Role::Init, ..) => bail!("kube-vip needs an interface for the VIP: set kubernetes.vip.interface"),
+        (Role::ControlPlane, ..) => {
             tracing::warn!("no kubernetes.vip: this control-plane node will not take over the VIP");
         }
     }
@@ -209,20 +246,28 @@ enum Ran {
     Member(Known),
 }
 
-async fn join(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, local: &Local, details: &mut Details) -> Result<Ran> {
+async fn join(
+    cx: &Context<'_>,
+    k: &Kubernetes,
+    token: &Token,
+    v: KubeVersion,
+    local: &Local,
+    details: &mut Details,
+) -> Result<Ran> {
     let addr = resolve(cx, k).await?;
-    let found = discovery::discover(k, addr, k.discovery_timeout.0).await?;
+    let found = discovery::discover(k, token, addr, k.discovery_timeout.0).await?;
     tracing::info!(server = %found.server, pin = %found.pin, "cluster-info is signed with this token and its CA is pinned");
     details.insert("discovery_attempts".into(), found.attempts.into());
     details.insert("ca_pin".into(), found.pin.into());
     details.insert("api_server".into(), found.server.into());
-    cx.write(KUBEADM_CONFIG, render::join_config(k, v, local).as_bytes(), 0o600)?;
+    cx.write(KUBEADM_CONFIG, render::join_config(k, token, v, local).as_bytes(), 0o600)?;
     let argv = ["kubeadm", "join", "--config", KUBEADM_CONFIG];
     kubeadm(cx, k, &argv, || Ok(()), details).await
 }
 
 /// What only the init node has.
 struct Init<'a> {
+    token: &'a Token,
     ca: &'a ClusterCa,
     key: &'a CertKey,
     vip: &'a Vip,
@@ -236,12 +281,12 @@ async fn init(
     local: &Local,
     details: &mut Details,
 ) -> Result<Ran> {
-    let Init { ca, key, vip } = i;
+    let Init { token, ca, key, vip } = i;
     let Some(interface) = local.vip_interface.as_deref() else {
         bail!("kube-vip needs an interface for the VIP: set kubernetes.vip.interface")
     };
     let during = if render::kube_vip_needs_super_admin(v) { render::SUPER_ADMIN_CONF } else { render::ADMIN_CONF };
-    cx.write(KUBEADM_CONFIG, render::init_config(k, key, v, local).as_bytes(), 0o600)?;
+    cx.write(KUBEADM_CONFIG, render::init_config(k, token, key, v, local).as_bytes(), 0o600)?;
     // kubeadm reset empties /etc/kubernetes, so every attempt lays these
     // down again.
     let prepare = || -> Result<()> {
@@ -305,8 +350,11 @@ async fn kubeadm(
 /// them; its output reaches the log only through here.
 fn redact(text: &str, k: &Option<Kubernetes>) -> String {
     let Some(k) = k else { return text.to_owned() };
-    let secrets =
-        [k.token.secret.expose().as_str()].into_iter().chain(k.certificate_key().map(|c| c.0.expose().as_str()));
+    let secrets = k
+        .token()
+        .map(|t| t.secret.expose().as_str())
+        .into_iter()
+        .chain(k.certificate_key().map(|c| c.0.expose().as_str()));
     secrets.fold(text.to_owned(), |t, s| t.replace(s, "<redacted>"))
 }
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::local::Local;
-use crate::config::values::{CertKey, KubeVersion};
+use crate::config::values::{CertKey, KubeVersion, Token};
 use crate::config::{Kubernetes, Member, Vip};
 
 /// kubeadm's config API for a Kubernetes version: v1beta4 from 1.31 on.
@@ -71,9 +71,8 @@ fn node_registration(out: &mut String, v: KubeVersion, local: &Local) {
 /// node. `--upload-certs` goes on the command line: neither API version
 /// has a field for it. The token lives `kubernetes.token_ttl` (`0s`:
 /// kubeadm never deletes it).
-pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, local: &Local) -> String {
+pub fn init_config(k: &Kubernetes, token: &Token, key: &CertKey, v: KubeVersion, local: &Local) -> String {
     let api = api_version(v);
-    let token = &k.token;
     let mut out = format!("apiVersion: {api}\nkind: InitConfiguration\n");
     let _ = write!(
         out,
@@ -110,8 +109,8 @@ pub fn init_config(k: &Kubernetes, key: &CertKey, v: KubeVersion, local: &Local)
 
 /// JoinConfiguration for a control-plane or worker node. Discovery uses
 /// the token and every configured CA pin, as node-init's own check did.
-pub fn join_config(k: &Kubernetes, v: KubeVersion, local: &Local) -> String {
-    let token = k.token.expose();
+pub fn join_config(k: &Kubernetes, token: &Token, v: KubeVersion, local: &Local) -> String {
+    let token = token.expose();
     let mut out = format!("apiVersion: {}\nkind: JoinConfiguration\n", api_version(v));
     let _ = write!(out, "discovery:\n  bootstrapToken:\n    apiServerEndpoint: {}\n    token: {token}\n", k.endpoint);
     out.push_str("    caCertHashes:\n");

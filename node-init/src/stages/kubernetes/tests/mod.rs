@@ -25,10 +25,14 @@ fn local(k: &Kubernetes, name: Option<&str>) -> Local {
     local::derive(&node, k).unwrap()
 }
 
+fn token() -> crate::config::values::Token {
+    TOKEN.parse().unwrap()
+}
+
 /// The init config, with the certificate key only init has.
 fn init_config(k: &Kubernetes, v: KubeVersion, name: Option<&str>) -> String {
     let Member::Init { certificate_key, .. } = &k.member else { panic!("not an init config") };
-    render::init_config(k, certificate_key, v, &local(k, name))
+    render::init_config(k, &token(), certificate_key, v, &local(k, name))
 }
 
 fn join_yaml(role: &str, endpoint: &str, hash: &str, extra: &str) -> String {
@@ -78,7 +82,12 @@ fn kubeadm_configs_match_their_golden_files_for_every_role_and_api() {
         for role in ["control-plane", "worker"] {
             golden(
                 &format!("{role}-{api}.yaml"),
-                &render::join_config(&golden_config(role), v, &local(&golden_config(role), Some("node2.maas"))),
+                &render::join_config(
+                    &golden_config(role),
+                    &token(),
+                    v,
+                    &local(&golden_config(role), Some("node2.maas")),
+                ),
             );
         }
     }
@@ -94,7 +103,7 @@ fn rendered_configs_are_yaml_with_the_values_kubeadm_reads() {
     let k = golden_config("control-plane");
     for version in ["v1.30.2", "v1.31.4"] {
         let v: KubeVersion = version.parse().unwrap();
-        let text = render::join_config(&k, v, &local(&k, Some("node2.maas")));
+        let text = render::join_config(&k, &token(), v, &local(&k, Some("node2.maas")));
         let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(doc["discovery"]["bootstrapToken"]["token"], TOKEN);
         assert_eq!(doc["discovery"]["bootstrapToken"]["caCertHashes"].as_array().unwrap().len(), 2);
@@ -148,7 +157,9 @@ fn a_worker_joins_after_discovery_proves_the_cluster() {
     let k = config::parse(&yaml, "t").unwrap().kubernetes.unwrap();
     assert_eq!(
         w.read(KUBEADM_CONFIG),
-        render::join_config(&k, "v1.31.4".parse().unwrap(), &local(&k, Some("node1.maas")))
+        render::join_config(&k, &token(), "v1.31.4".parse().unwrap(), &local(&k, Some("node1.maas")))
+            .replace(TOKEN, "scrubbed"),
+        "the config kubeadm read, without the token once joined"
     );
     assert_eq!(w.mode(KUBEADM_CONFIG), 0o600);
     assert_eq!(w.read(BOOTSTRAP_SUCCESS), "success\n");
@@ -227,7 +238,8 @@ fn a_control_plane_join_runs_kube_vip_from_admin_conf_after_joining() {
     assert_eq!(run(&w, &yaml, false), End::Done);
     let manifest = w.read(render::KUBE_VIP_MANIFEST);
     assert!(manifest.contains("path: /etc/kubernetes/admin.conf"), "{manifest}");
-    assert!(w.read(KUBEADM_CONFIG).contains(&format!("certificateKey: {CERT_KEY}")));
+    // kubeadm read the key; once joined, it is scrubbed from the file.
+    assert!(w.read(KUBEADM_CONFIG).contains("certificateKey: scrubbed"));
 }
 
 // --- init, retries and resets ---------------------------------------------
@@ -324,12 +336,12 @@ fn derived_addresses_reach_kubeadm_as_advertise_address_and_node_ip() {
     let v: KubeVersion = "v1.31.4".parse().unwrap();
     let k = golden_config("init");
     let Member::Init { certificate_key, .. } = &k.member else { unreachable!() };
-    let init = render::init_config(&k, certificate_key, v, &l);
+    let init = render::init_config(&k, &token(), certificate_key, v, &l);
     let doc: serde_json::Value = serde_saphyr::from_str(init.split("---\n").next().unwrap()).unwrap();
     assert_eq!(doc["localAPIEndpoint"]["advertiseAddress"], "10.11.12.21");
     assert_eq!(doc["nodeRegistration"]["kubeletExtraArgs"][0]["name"], "node-ip");
     assert_eq!(doc["nodeRegistration"]["kubeletExtraArgs"][0]["value"], "10.11.12.21");
-    let join = render::join_config(&golden_config("control-plane"), v, &l);
+    let join = render::join_config(&golden_config("control-plane"), &token(), v, &l);
     let doc: serde_json::Value = serde_saphyr::from_str(&join).unwrap();
     assert_eq!(doc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "10.11.12.21");
     let vip = render::kube_vip_manifest(&k, k.vip.as_ref().unwrap(), "bond0", render::ADMIN_CONF);
@@ -348,3 +360,60 @@ fn the_init_token_lives_token_ttl_and_0s_never_expires() {
 }
 
 mod membership;
+
+// --- the join material, scrubbed after the join ----------------------------
+
+fn print(yaml: &str) -> String {
+    let mut f = Fingerprint::new(b"node key");
+    KubernetesStage.inputs(&config::parse(yaml, "t").unwrap(), &mut f);
+    f.finish()
+}
+
+#[test]
+fn scrubbing_the_join_material_leaves_the_stage_fingerprint_as_it_was() {
+    let ca = ClusterCa::new();
+    let init = init_yaml("  version: v1.31.4\n", &ca);
+    let scrubbed = scrub::scrub_config_text(&init, "t").unwrap().unwrap().0;
+    assert!(!scrubbed.contains(TOKEN) && !scrubbed.contains(CERT_KEY) && !scrubbed.contains("PRIVATE KEY"));
+    assert_eq!(print(&init), print(&scrubbed));
+    let worker = join_yaml("worker", "10.11.12.100:6443", &format!("sha256:{}", "a".repeat(64)), "");
+    assert_eq!(print(&worker), print(&scrub::scrub_config_text(&worker, "t").unwrap().unwrap().0));
+    assert_ne!(print(&worker), print(&worker.replace("role: worker", "role: control-plane")));
+}
+
+#[test]
+fn init_scrubs_its_config_layers_and_the_rerun_on_the_scrubbed_config_is_settled() {
+    let ca = ClusterCa::new();
+    let w = World::new();
+    let layer = crate::config::USERDATA_LAYER;
+    w.root.write(layer, init_yaml("  version: v1.31.4\n", &ca).as_bytes(), 0o600).unwrap();
+    let loaded = config::load(&w.root, None).unwrap();
+    assert_eq!(w.run(&[&KubernetesStage], &loaded.config, true), End::Done);
+    let calls = w.runner.calls().len();
+    let text = w.read(layer);
+    assert!(text.contains("token: scrubbed") && text.contains("certificate_key: scrubbed"), "{text}");
+    assert!(!text.contains("PRIVATE KEY") && text.contains("BEGIN CERTIFICATE"), "{text}");
+    assert_eq!(w.mode(layer), 0o600);
+    let kubeadm = w.read(KUBEADM_CONFIG);
+    assert!(!kubeadm.contains(TOKEN) && !kubeadm.contains(CERT_KEY), "{kubeadm}");
+    assert!(w.read(CA_KEY).contains("PRIVATE KEY"), "kubeadm keeps the CA key");
+    let scrubbed = w.record("kubernetes").details["scrubbed"].to_string();
+    assert!(scrubbed.contains(layer) && scrubbed.contains("kubernetes.ca.key"), "{scrubbed}");
+
+    let again = config::load(&w.root, None).unwrap();
+    assert!(again.config.kubernetes.as_ref().unwrap().scrubbed());
+    assert_eq!(w.run(&[&KubernetesStage], &again.config, true), End::Done);
+    assert_eq!(w.runner.calls().len(), calls, "the settled stage ran again");
+}
+
+#[test]
+fn a_scrubbed_node_that_is_no_member_fails_pointing_at_join_material_and_never_runs_kubeadm() {
+    let w = World::new();
+    let yaml = join_yaml("control-plane", "10.11.12.100:6443", &format!("sha256:{}", "a".repeat(64)), "")
+        .replace(TOKEN, "scrubbed")
+        .replace(CERT_KEY, "scrubbed");
+    assert_eq!(run(&w, &yaml, true), End::Failed);
+    let err = w.record("kubernetes").last_error.unwrap();
+    assert!(err.contains("reads `scrubbed`") && err.contains("node-init join-material --role control-plane"), "{err}");
+    assert!(w.runner.calls().is_empty(), "{:?}", w.runner.argvs());
+}
