@@ -82,8 +82,9 @@ pub fn merged(layers: Vec<Layer>) -> Result<Loaded, ConfigError> {
     Ok(Loaded { config, layers: names, merged })
 }
 
-/// The image's file, `config.d` in name order, then the user data.
-fn node_layers(root: &Root) -> Result<Vec<Layer>> {
+/// node-init's own config files in the order they are layered: the
+/// image's file when it exists, then `config.d` in name order.
+pub fn config_files(root: &Root) -> Vec<String> {
     let mut paths: Vec<String> = Vec::new();
     if root.exists(CONFIG_PATH) {
         paths.push(CONFIG_PATH.to_owned());
@@ -97,6 +98,12 @@ fn node_layers(root: &Root) -> Result<Vec<Layer>> {
         names.sort();
         paths.extend(names.into_iter().map(|n| format!("{CONFIG_DIR}/{n}")));
     }
+    paths
+}
+
+/// The image's file, `config.d` in name order, then the user data.
+fn node_layers(root: &Root) -> Result<Vec<Layer>> {
+    let paths = config_files(root);
     let mut layers = Vec::new();
     for p in &paths {
         let name = root.path(p).display().to_string();

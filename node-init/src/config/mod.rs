@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::options::DuplicateKeyPolicy;
 
-pub use intake::{CONFIG_DIR, CONFIG_PATH, Loaded, USER_DATA_PATH, USERDATA_LAYER, load, merged};
+pub use intake::{CONFIG_DIR, CONFIG_PATH, Loaded, USER_DATA_PATH, USERDATA_LAYER, config_files, load, merged};
 pub(crate) use intake::{gunzip_if_compressed, user_data_layers, write_files_content};
 use validate::validate;
 use values::*;

@@ -126,7 +126,7 @@ pub fn after_join(cx: &Context<'_>, k: &Kubernetes, details: &mut Details) -> Re
             done.push(format!("{path}: {}", keys.join(", ")));
         }
     }
-    for path in config_files(cx)?.iter().rev() {
+    for path in crate::config::config_files(cx.root).iter().rev() {
         let Some(text) = cx.root.read_string_opt(path)? else { continue };
         if let Some((new, keys)) = scrub_config_text(&text, path)? {
             replace(cx, path, new.as_bytes())?;
@@ -179,21 +179,6 @@ fn known_values(k: &Kubernetes) -> Vec<String> {
     }
     v.sort_by_key(|s| std::cmp::Reverse(s.len()));
     v
-}
-
-/// node-init's config files, in the order they are read.
-fn config_files(cx: &Context<'_>) -> Result<Vec<String>> {
-    let mut paths = vec![CONFIG_PATH.to_owned()];
-    if let Ok(entries) = std::fs::read_dir(cx.root.path(CONFIG_DIR)) {
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".yaml") && !n.starts_with('.'))
-            .collect();
-        names.sort();
-        paths.extend(names.into_iter().map(|n| format!("{CONFIG_DIR}/{n}")));
-    }
-    Ok(paths)
 }
 
 /// cloud-init's copies of the user data, each file once (`instance` is
