@@ -44,7 +44,7 @@ use crate::maas::Metadata;
 use crate::net::{Background, Netns, file_server, intercepting_proxy_routes};
 use crate::registry::{KUBE_VIP, Registry, install_cri_pull, kubernetes_images};
 use crate::vm::{Boot, MAC, make_disk, unpacked};
-use crate::{apt, kubeadm, kubelet, run, yaml_block};
+use crate::{apt, enable, kubeadm, kubelet, run, write_mode, yaml_block};
 
 /// The apt repository's name, which only the proxy resolves.
 pub const REPO: &str = "repo.node-init.test";
@@ -199,11 +199,11 @@ impl World {
         // webhook, and the datasource list (90_maas_datasource.cfg).
         self.metadata.serve(FQDN, user_data, Some(&self.vendor_data()));
         self.metadata.curtin_files(t);
-        write(t, "etc/cloud/cloud.cfg.d/90_maas_datasource.cfg", "datasource_list: [ MAAS ]\n", 0o644);
+        write_mode(t, "etc/cloud/cloud.cfg.d/90_maas_datasource.cfg", "datasource_list: [ MAAS ]\n", 0o644);
         // The network as MAAS describes it to curtin (50-curtin-networking):
         // the address, MAAS's DNS server and search domain; rendered for
         // systemd-networkd, which feeds them to resolved, as netplan does.
-        write(
+        write_mode(
             t,
             "etc/cloud/cloud.cfg.d/50-curtin-networking.cfg",
             &format!(
@@ -214,7 +214,7 @@ impl World {
             ),
             0o644,
         );
-        write(
+        write_mode(
             t,
             "etc/cloud/cloud.cfg.d/10-e2e-renderer.cfg",
             "system_info:\n  network:\n    renderers: [networkd]\n    activators: [networkd]\n",
@@ -239,15 +239,15 @@ impl World {
             .arg(format!("of={}", swap.display())));
         std::fs::set_permissions(&swap, std::fs::Permissions::from_mode(0o600)).unwrap();
         run(std::process::Command::new("mkswap").arg("-q").arg(&swap));
-        write(t, "etc/fstab", "/dev/vda / ext4 rw,errors=remount-ro 0 1\n/swap.img none swap sw 0 0\n", 0o644);
-        write(t, "etc/apt/sources.list", &format!("deb [trusted=yes] https://{REPO}/ ./\n"), 0o644);
+        write_mode(t, "etc/fstab", "/dev/vda / ext4 rw,errors=remount-ro 0 1\n/swap.img none swap sw 0 0\n", 0o644);
+        write_mode(t, "etc/apt/sources.list", &format!("deb [trusted=yes] https://{REPO}/ ./\n"), 0o644);
         // What unattended-upgrades does at a first boot: an upgrade
         // through apt and dpkg, holding their locks while its postinst
         // works, started as node-init starts.
         let holder = apt::package(self.work.path(), HOLDER, "1", Some("sleep 60\n"));
         std::fs::create_dir_all(t.join("var/cache/e2e")).unwrap();
         std::fs::copy(&holder, t.join("var/cache/e2e/holder.deb")).unwrap();
-        write(
+        write_mode(
             t,
             "etc/systemd/system/e2e-unattended-upgrade.service",
             "[Unit]\nDescription=e2e: an upgrade holding the dpkg lock, as unattended-upgrades at first boot\n\
@@ -287,7 +287,7 @@ impl World {
             ),
             Tool::CloudInit => {
                 // node-init stands aside: its unit runs only without this.
-                write(t, "var/lib/node-init/done", "", 0o644);
+                write_mode(t, "var/lib/node-init/done", "", 0o644);
                 (
                     "cloud-final.service",
                     "/var/lib/e2e-cloud-init-done",
@@ -296,7 +296,7 @@ impl World {
                 )
             }
         };
-        write(
+        write_mode(
             t,
             "etc/systemd/system/e2e-report.service",
             &format!(
@@ -354,23 +354,5 @@ impl Drop for World {
 impl Default for World {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn write(root: &Path, rel: &str, content: &str, mode: u32) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, content).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// `systemctl enable`'s symlink: `unit` (an absolute path in the guest)
-/// wanted by `target`.
-fn enable(root: &Path, unit: &str, target: &str) {
-    let dir = root.join(format!("etc/systemd/system/{target}.wants"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join(Path::new(unit).file_name().unwrap());
-    if link.symlink_metadata().is_err() {
-        std::os::unix::fs::symlink(unit, link).unwrap();
     }
 }

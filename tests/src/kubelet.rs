@@ -39,8 +39,9 @@
 //! Flags are read in their `--name=value` form, the only one the drop-in
 //! passes.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+use crate::{enable, write_mode};
 
 /// kubernetes/release `cmd/krel/templates/latest/kubelet/kubelet.service`.
 const KUBELET_SERVICE: &str = "[Unit]
@@ -158,20 +159,9 @@ server.serve_forever()
 /// enables the unit as `systemctl enable` does: a link in
 /// `multi-user.target.wants`.
 pub fn install(root: &Path) {
-    write(root, "usr/bin/kubelet", FAKE_KUBELET, 0o755);
-    write(root, "usr/lib/systemd/system/kubelet.service", KUBELET_SERVICE, 0o644);
-    write(root, "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROP_IN, 0o644);
-    write(root, "etc/default/kubelet", "KUBELET_EXTRA_ARGS=\n", 0o644);
-    let wants = root.join("etc/systemd/system/multi-user.target.wants");
-    std::fs::create_dir_all(&wants).unwrap();
-    let link = wants.join("kubelet.service");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink("/usr/lib/systemd/system/kubelet.service", &link).unwrap();
-}
-
-fn write(root: &Path, rel: &str, content: &str, mode: u32) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, content).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    write_mode(root, "usr/bin/kubelet", FAKE_KUBELET, 0o755);
+    write_mode(root, "usr/lib/systemd/system/kubelet.service", KUBELET_SERVICE, 0o644);
+    write_mode(root, "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROP_IN, 0o644);
+    write_mode(root, "etc/default/kubelet", "KUBELET_EXTRA_ARGS=\n", 0o644);
+    enable(root, "/usr/lib/systemd/system/kubelet.service", "multi-user.target");
 }

@@ -49,6 +49,25 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Writes `content` at `rel` under `root` with `mode`, making its
+/// directories.
+pub fn write_mode(root: &Path, rel: &str, content: &str, mode: u32) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, content).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+/// `systemctl enable`'s symlink under `root`: `unit` (an absolute path on
+/// the node) wanted by `target`.
+pub fn enable(root: &Path, unit: &str, target: &str) {
+    let dir = root.join(format!("etc/systemd/system/{target}.wants"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join(Path::new(unit).file_name().unwrap());
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(unit, link).unwrap();
+}
+
 /// The PATH every command the tests start gets, in a clean environment.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
