@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod cri;
 pub mod distro;
 pub mod dns;
 pub mod error;

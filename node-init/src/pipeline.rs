@@ -9,6 +9,12 @@
 //! done, so one patch never reboots twice, and a loop guard refuses a
 //! fourth reboot. `--root` and `--no-reboot` never reboot.
 //!
+//! In an overlapped run (`run.parallel`, the default), later stages' work
+//! that needs no package lock starts beside the first stage that allows it
+//! (the patch), and each stage takes that work's success at its own turn
+//! ([`crate::stages::ahead`]); the records, the events and the state keep
+//! the table's order.
+//!
 //! With a [`Reporter`], every transition (a stage starting or ending, a
 //! reboot, the end of the whole run) is also reported to MAAS after it is
 //! recorded; reporting is bounded and never changes how the run ends.
@@ -16,13 +22,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use futures_util::future::join_all;
 use tracing::Instrument;
 
 use crate::error::UsageError;
 use crate::maas::events::{Reporter, Transition};
 use crate::root::Root;
 use crate::runner::Cmd;
-use crate::stages::{Context, Done, Fingerprint, Outcome, Stage};
+use crate::stages::{Ahead, Context, Done, Fingerprint, Outcome, Stage};
 use crate::state::{self, RebootRecord, StageRecord, State, Status};
 
 /// More reboots than this in one pipeline is a loop, not a patch.
@@ -64,12 +71,93 @@ pub async fn run_reported(
     let report = report.filter(|_| !cx.dry_run);
     let mut st = State::load(cx.root)?;
     let key = fingerprint_key(cx)?;
-    for stage in selected {
+    let (ahead, early) = plan_ahead(&selected, cx, &key, &st);
+    cx.set_ahead(ahead.clone());
+    let in_order = in_order(stages, &selected, cx, opts, &key, &mut st, report, ahead.as_deref());
+    let end = match &ahead {
+        None => in_order.await,
+        Some(a) => {
+            let work = async {
+                join_all(
+                    early.iter().map(|s| s.ahead(cx, a).instrument(tracing::info_span!("ahead", stage = s.name()))),
+                )
+                .await;
+                std::future::pending::<()>().await;
+            };
+            // The work ahead lives only as long as the run: whatever is
+            // still under way when the run ends (a failure, a reboot) stops.
+            // It is polled first, so what is ready at once (a result kept
+            // before a reboot) is there for a turn that comes right away.
+            tokio::select! {
+                biased;
+                () = work => unreachable!("the work ahead never ends on its own"),
+                end = in_order => end,
+            }
+        }
+    };
+    cx.set_ahead(None);
+    end
+}
+
+/// The work ahead of this run, when it overlaps: the slots of every
+/// unsettled stage after the first that [`Stage::overlaps`], and those
+/// stages. None in a dry run, with `run.parallel: false`, or when nothing
+/// is left to do ahead.
+fn plan_ahead<'s>(
+    selected: &[&'s &'s dyn Stage],
+    cx: &Context<'_>,
+    key: &[u8],
+    st: &State,
+) -> (Option<std::sync::Arc<Ahead>>, Vec<&'s dyn Stage>) {
+    if cx.dry_run || !cx.config.run.parallel {
+        return (None, Vec::new());
+    }
+    let Some(first) = selected.iter().position(|s| s.overlaps()) else { return (None, Vec::new()) };
+    let later: Vec<&dyn Stage> = selected[first + 1..]
+        .iter()
+        .map(|s| **s)
+        .filter(|s| !s.ahead_slots(cx.config).is_empty())
+        .filter(|s| {
+            let inputs = fingerprint(*s, cx, key);
+            !st.stages.get(s.name()).is_some_and(|r| r.status.settled() && r.inputs == inputs)
+        })
+        .collect();
+    if later.is_empty() {
+        return (None, Vec::new());
+    }
+    let slots: Vec<&'static str> = later.iter().flat_map(|s| s.ahead_slots(cx.config).iter().copied()).collect();
+    let ahead = Ahead::new(&slots, st.ahead.clone(), key, &cx.node.boot_id);
+    (Some(std::sync::Arc::new(ahead)), later)
+}
+
+/// The stages one after another, in the table's order; with `ahead`, the
+/// work ahead starts as the first stage that overlaps is reached.
+#[allow(clippy::too_many_arguments)]
+async fn in_order(
+    stages: &[&dyn Stage],
+    selected: &[&&dyn Stage],
+    cx: &Context<'_>,
+    opts: &Options,
+    key: &[u8],
+    st: &mut State,
+    report: Option<&Reporter>,
+    ahead: Option<&Ahead>,
+) -> Result<End> {
+    for stage in selected.iter().copied() {
+        if stage.overlaps()
+            && let Some(a) = ahead
+        {
+            tracing::info!(stage = stage.name(), "what needs no package lock starts beside this stage");
+            a.start();
+            // One step for the work ahead: what an earlier run kept (before
+            // a reboot) is ready at once, even for a turn that comes now.
+            tokio::task::yield_now().await;
+        }
         let span = tracing::info_span!("stage", stage = stage.name());
-        let end = run_one(*stage, cx, opts, &key, &mut st, report).instrument(span).await?;
+        let end = run_one(*stage, cx, opts, key, st, report).instrument(span).await?;
         if end == End::Failed {
             let error = st.stages.get(stage.name()).and_then(|r| r.last_error.clone()).unwrap_or_default();
-            tell(cx, &mut st, report, Transition::Failed { stage: stage.name(), error: &error }).await?;
+            tell(cx, st, report, Transition::Failed { stage: stage.name(), error: &error }).await?;
         }
         if end != End::Done {
             return Ok(end);
@@ -82,14 +170,19 @@ pub async fn run_reported(
             cx.root.write(state::DONE_PATH, marker.as_bytes(), 0o644)?;
         }
         tracing::info!("all stages done");
+        if !st.ahead.is_empty() {
+            // Kept for a later turn that will not come now.
+            st.ahead.clear();
+            st.save(cx.root)?;
+        }
         if st.maas.open {
             let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
-            tell(cx, &mut st, report, Transition::Done { stages: &names }).await?;
+            tell(cx, st, report, Transition::Done { stages: &names }).await?;
         }
     }
     if let Some(r) = report {
         // Whatever earlier runs could not deliver, even when nothing ran.
-        r.flush(&mut st).await;
+        r.flush(st).await;
         st.save(cx.root)?;
     }
     Ok(End::Done)
@@ -222,6 +315,9 @@ fn keep(rec: &mut StageRecord, done: Done) {
 
 fn save(cx: &Context<'_>, st: &mut State, name: &str, rec: &StageRecord) -> Result<()> {
     st.stages.insert(name.to_owned(), rec.clone());
+    if let Some(a) = cx.ahead() {
+        st.ahead = a.to_keep();
+    }
     if cx.dry_run { Ok(()) } else { st.save(cx.root) }
 }
 

@@ -95,6 +95,10 @@ pub struct State {
     /// Events for MAAS's status endpoint: delivered, pending or given up.
     #[serde(default, skip_serializing_if = "crate::maas::events::Outbox::is_empty")]
     pub maas: crate::maas::events::Outbox,
+    /// Successes of work done ahead of its stage's turn, kept for a later
+    /// run (after the patch's reboot); see `stages::ahead`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ahead: BTreeMap<String, crate::stages::ahead::Kept>,
 }
 
 impl State {

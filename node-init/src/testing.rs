@@ -51,7 +51,7 @@ impl World {
         self.root.write(path, content.as_bytes(), 0o644).expect("write");
     }
 
-    fn node_now(&self) -> Node {
+    pub fn node_now(&self) -> Node {
         Node { boot_id: state::boot_id(&self.root).expect("boot id"), ..self.node.clone() }
     }
 

@@ -48,6 +48,8 @@ pub struct Config<K = Kubernetes> {
     pub resources: Resources,
     #[serde(default)]
     pub time: Time,
+    #[serde(default)]
+    pub run: Run,
 }
 
 impl<K> Default for Config<K> {
@@ -60,6 +62,7 @@ impl<K> Default for Config<K> {
             kubernetes: None,
             resources: Resources::default(),
             time: Time::default(),
+            run: Run::default(),
         }
     }
 }
@@ -424,6 +427,27 @@ fn default_disk() -> u64 {
 /// etcd's own guidance: the 99th percentile of WAL fdatasync under 10 ms.
 fn default_etcd_fsync_p99() -> Dur {
     Dur(Duration::from_millis(10))
+}
+
+/// `run:`: how the first-boot pipeline runs.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// Work that needs no package lock (the image pre-pull, the DNS wait,
+    /// a join's token discovery) runs beside the patch; `false` runs every
+    /// step strictly one after another.
+    #[serde(default = "yes")]
+    pub parallel: bool,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Self { parallel: true }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `time:`: how far this node's clock may be from the MAAS server's

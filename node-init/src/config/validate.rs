@@ -65,6 +65,7 @@ pub fn validate(doc: Config<KubernetesDoc>) -> Result<Config, Rejection> {
         kubernetes,
         resources: doc.resources,
         time: doc.time,
+        run: doc.run,
     })
 }
 

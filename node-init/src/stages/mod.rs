@@ -5,6 +5,7 @@
 //! implementing [`Stage`], and list it in [`TABLE`]. Nothing else changes:
 //! `run`, `--only/--skip` and `status` all read the table.
 
+pub mod ahead;
 pub mod dns;
 pub mod host;
 pub mod kubernetes;
@@ -12,14 +13,20 @@ pub mod patch;
 pub mod proxy;
 pub mod stage;
 
+pub use ahead::Ahead;
 pub use stage::{Context, Details, Done, Fingerprint, Outcome, Stage};
 
-/// The stages in the order they run. `host` comes after `patch`, so a
-/// kernel or containerd upgrade and the reboot it asks for happen first
-/// (modules are loaded into the kernel that will run, containerd restarted
-/// once, at its new version), and after `proxy`, whose containerd drop-in it
-/// makes containerd read; it comes before `dns` and `kubernetes`, because
-/// kubeadm's preflight (and the checks `run` makes before it) need swap off,
-/// forwarding on, the modules loaded and containerd serving CRI.
+/// The stages in the order they run. `host` comes right after `proxy`,
+/// whose containerd drop-in it makes containerd read, and before `patch`,
+/// so the patch's minutes of apt and dpkg can overlap the work that needs
+/// only containerd and the network ([`ahead`]: the image pre-pull, the DNS
+/// wait, a join's discovery). What `host` sets outlives the patch: the
+/// modules and sysctls are in modules-load.d and sysctl.d for the kernel a
+/// reboot brings, swap stays off through fstab and masks, and a containerd
+/// upgrade keeps node-init's config.toml (apt keeps changed conffiles) and
+/// is restarted by its package onto it. `host` comes before `dns` and
+/// `kubernetes`, because kubeadm's preflight (and the checks `run` makes
+/// before it) need swap off, forwarding on, the modules loaded and
+/// containerd serving CRI.
 pub const TABLE: &[&dyn Stage] =
-    &[&proxy::ProxyStage, &patch::PatchStage, &host::HostStage, &dns::DnsStage, &kubernetes::KubernetesStage];
+    &[&proxy::ProxyStage, &host::HostStage, &patch::PatchStage, &dns::DnsStage, &kubernetes::KubernetesStage];

@@ -3,13 +3,14 @@
 //! depends on ([`Fingerprint`]). Stages import this; the loop that runs
 //! them (`crate::pipeline`) sits above and only calls the trait.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use async_trait::async_trait;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use super::ahead::Ahead;
 use crate::config::Config;
 use crate::node::Node;
 use crate::root::{Change, Root};
@@ -59,6 +60,21 @@ pub trait Stage: Send + Sync {
     fn inputs(&self, config: &Config, f: &mut Fingerprint);
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome>;
+
+    /// Whether later stages' ahead work ([`Ahead`]) may run beside this
+    /// stage: it needs nothing of theirs, nor they of it.
+    fn overlaps(&self) -> bool {
+        false
+    }
+
+    /// The [`Ahead`] slots this stage fills before its turn, for `config`.
+    fn ahead_slots(&self, _config: &Config) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// This stage's work ahead of its turn, filling its slots; it may
+    /// need only the stages before the first one that [`Stage::overlaps`].
+    async fn ahead(&self, _cx: &Context<'_>, _ahead: &Ahead) {}
 }
 
 /// A stage's inputs as a value made for comparison: each named field's
@@ -112,14 +128,25 @@ pub struct Context<'a> {
     pub runner: &'a dyn Runner,
     pub dry_run: bool,
     plan: Mutex<Vec<String>>,
+    ahead: Mutex<Option<Arc<Ahead>>>,
 }
 
 impl<'a> Context<'a> {
     pub fn new(root: &'a Root, node: &'a Node, config: &'a Config, runner: &'a dyn Runner, dry_run: bool) -> Self {
-        Self { root, node, config, runner, dry_run, plan: Mutex::new(Vec::new()) }
+        Self { root, node, config, runner, dry_run, plan: Mutex::new(Vec::new()), ahead: Mutex::new(None) }
     }
 
-    fn note(&self, line: String) {
+    /// This run's work ahead of its turn, when the run overlaps.
+    pub fn ahead(&self) -> Option<Arc<Ahead>> {
+        self.ahead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn set_ahead(&self, ahead: Option<Arc<Ahead>>) {
+        *self.ahead.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ahead;
+    }
+
+    /// Adds a line to a dry run's plan.
+    pub(crate) fn note(&self, line: String) {
         self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
     }
 

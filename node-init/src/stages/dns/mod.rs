@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::dns::{Answer, Server, forward_verdict, reverse_warning};
 use crate::retry::Backoff;
-use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
+use crate::stages::{Ahead, Context, Details, Done, Fingerprint, Outcome, Stage};
 
 /// Waits between rounds: 1 s doubling to 15 s, bounded by `dns.timeout`.
 const ROUNDS: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(15), attempts: u32::MAX };
@@ -50,6 +50,30 @@ impl Stage for DnsStage {
         }
     }
 
+    fn ahead_slots(&self, _: &Config) -> &'static [&'static str] {
+        &["dns"]
+    }
+
+    /// The same wait, beside the patch: it asks only the zone. Its success
+    /// depends on the FQDN and addresses it was made for (and the inputs),
+    /// so after a reboot with the same ones it is taken, not asked again.
+    async fn ahead(&self, cx: &Context<'_>, ahead: &Ahead) {
+        if cx.node.addresses.is_empty() {
+            return;
+        }
+        let mut f = ahead.fingerprint();
+        self.inputs(cx.config, &mut f);
+        f.add("fqdn", cx.node.fqdn.as_deref().unwrap_or(""));
+        for ip in cx.node.ips() {
+            f.add("address", ip);
+        }
+        let key = f.finish();
+        match ahead.kept("dns", &key) {
+            Some(done) => ahead.run("dns", Some(key), async { Ok(done) }).await,
+            None => ahead.run("dns", Some(key), resolve(cx)).await,
+        }
+    }
+
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
         if cx.node.addresses.is_empty() {
             // Under --root: an image has no addresses and no place in the zone yet.
@@ -57,38 +81,49 @@ impl Stage for DnsStage {
                 "the node's addresses are unknown (--root); checked on the booted node".into(),
             ));
         }
-        let fqdn = match &cx.node.fqdn {
-            Ok(f) => f.clone(),
-            Err(why) => bail!("the node's FQDN is unknown ({why}): set hostname, or let MAAS set local-hostname"),
-        };
-        let servers = cx.node.maas_servers.clone();
-        if servers.is_empty() {
-            bail!("no DNS server to ask: set dns.nameservers, or list the MAAS server in /etc/resolv.conf");
+        // Resolved ahead: taken. Still waiting: stopped, and the wait
+        // starts afresh now with all of `dns.timeout`, as a serial run's.
+        if let Some(done) = cx.ahead().and_then(|a| a.take("dns")) {
+            return Ok(Outcome::Done(done));
         }
-        let timeout = cx.config.dns.timeout.0;
-        let deadline = Instant::now() + timeout;
-        let query_timeout = QUERY_TIMEOUT.min(timeout);
-        let servers: Vec<Server> = servers.into_iter().map(|a| Server::new(a, query_timeout)).collect();
-        let mut attempt = 1;
-        loop {
-            let tolerate = cx.config.dns.nameservers.is_empty() && servers.len() > 1;
-            let round = check(&servers, &fqdn, &cx.node.ips(), &cx.config.dns.require, tolerate).await;
-            if round.problems.is_empty() {
-                for w in &round.warnings {
-                    tracing::warn!("{w}");
-                }
-                return Ok(Outcome::Done(round.done(&fqdn, attempt)));
+        resolve(cx).await.map(Outcome::Done)
+    }
+}
+
+/// Asks every server, round after round, until each answers right or
+/// `dns.timeout` (from now) passes.
+async fn resolve(cx: &Context<'_>) -> Result<Done> {
+    let fqdn = match &cx.node.fqdn {
+        Ok(f) => f.clone(),
+        Err(why) => bail!("the node's FQDN is unknown ({why}): set hostname, or let MAAS set local-hostname"),
+    };
+    let servers = cx.node.maas_servers.clone();
+    if servers.is_empty() {
+        bail!("no DNS server to ask: set dns.nameservers, or list the MAAS server in /etc/resolv.conf");
+    }
+    let timeout = cx.config.dns.timeout.0;
+    let deadline = Instant::now() + timeout;
+    let query_timeout = QUERY_TIMEOUT.min(timeout);
+    let servers: Vec<Server> = servers.into_iter().map(|a| Server::new(a, query_timeout)).collect();
+    let mut attempt = 1;
+    loop {
+        let tolerate = cx.config.dns.nameservers.is_empty() && servers.len() > 1;
+        let round = check(&servers, &fqdn, &cx.node.ips(), &cx.config.dns.require, tolerate).await;
+        if round.problems.is_empty() {
+            for w in &round.warnings {
+                tracing::warn!("{w}");
             }
-            tracing::info!(attempt, problems = %round.problems.join("; "), "not resolved yet");
-            if !ROUNDS.wait(attempt, deadline).await {
-                bail!(
-                    "{} (still after {} and {attempt} rounds)",
-                    round.problems.join("; "),
-                    humantime::format_duration(timeout)
-                );
-            }
-            attempt += 1;
+            return Ok(round.done(&fqdn, attempt));
         }
+        tracing::info!(attempt, problems = %round.problems.join("; "), "not resolved yet");
+        if !ROUNDS.wait(attempt, deadline).await {
+            bail!(
+                "{} (still after {} and {attempt} rounds)",
+                round.problems.join("; "),
+                humantime::format_duration(timeout)
+            );
+        }
+        attempt += 1;
     }
 }
 

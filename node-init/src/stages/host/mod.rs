@@ -11,7 +11,7 @@
 //! changed writes nothing and runs nothing but reads. Without a
 //! `kubernetes:` section the stage is skipped.
 
-mod live;
+pub(crate) mod live;
 mod render;
 
 use anyhow::{Context as _, Result};

@@ -25,6 +25,7 @@
 //! ([`Member::Joined`]) is decided by membership alone, never by kubeadm.
 
 pub mod discovery;
+pub mod images;
 pub mod local;
 pub mod membership;
 pub mod preflight;
@@ -42,7 +43,7 @@ use crate::config::values::{CertKey, KubeVersion, Token};
 use crate::config::{ClusterCa, Config, Kubernetes, Member, Role, Vip};
 use crate::retry::Backoff;
 use crate::runner::{Cmd, tail};
-use crate::stages::{Context, Details, Done, Fingerprint, Outcome, Stage};
+use crate::stages::{Ahead, Context, Details, Done, Fingerprint, Outcome, Stage};
 use local::Local;
 use membership::Verdict;
 
@@ -86,6 +87,44 @@ impl Stage for KubernetesStage {
             Some(k) => f.add("role", k.role().as_str()).add("endpoint", &k.endpoint),
             None => f.add("role", "none"),
         };
+    }
+
+    /// The images for every role that will run kubeadm; a join's
+    /// discovery too.
+    fn ahead_slots(&self, c: &Config) -> &'static [&'static str] {
+        match c.kubernetes.as_ref().map(|k| &k.member) {
+            Some(Member::Init { .. }) => &["images"],
+            Some(Member::ControlPlane { .. } | Member::Worker { .. }) => &["discovery", "images"],
+            Some(Member::Joined { .. }) | None => &[],
+        }
+    }
+
+    /// Beside the patch: the image pre-pull, and a join's discovery. Both
+    /// only read what the proxy and host stages set (containerd's
+    /// environment and config) and the cluster; neither needs a lock.
+    async fn ahead(&self, cx: &Context<'_>, ahead: &Ahead) {
+        let Some(k) = &cx.config.kubernetes else { return };
+        let pull = ahead.run("images", None, images::ensure(cx, k, k.version));
+        let discover = async {
+            let (Member::ControlPlane { token, ca_cert_hashes, .. } | Member::Worker { token, ca_cert_hashes }) =
+                &k.member
+            else {
+                return;
+            };
+            // A verdict on the cluster's identity: the same token, pins and
+            // endpoint give the same one after a reboot.
+            let mut f = ahead.fingerprint();
+            f.add("endpoint", &k.endpoint).secret("token", &token.expose());
+            for h in ca_cert_hashes {
+                f.add("ca_cert_hash", &h.0);
+            }
+            let key = f.finish();
+            match ahead.kept("discovery", &key) {
+                Some(done) => ahead.run("discovery", Some(key), async { Ok(done) }).await,
+                None => ahead.run("discovery", Some(key), discovered(cx, k, token)).await,
+            }
+        };
+        tokio::join!(pull, discover);
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
@@ -254,15 +293,42 @@ async fn join(
     local: &Local,
     details: &mut Details,
 ) -> Result<Ran> {
-    let addr = resolve(cx, k).await?;
-    let found = discovery::discover(k, token, addr, k.discovery_timeout.0).await?;
-    tracing::info!(server = %found.server, pin = %found.pin, "cluster-info is signed with this token and its CA is pinned");
-    details.insert("discovery_attempts".into(), found.attempts.into());
-    details.insert("ca_pin".into(), found.pin.into());
-    details.insert("api_server".into(), found.server.into());
+    let found = match cx.ahead().and_then(|a| a.take("discovery")) {
+        Some(done) => done,
+        None => discovered(cx, k, token).await?,
+    };
+    details.extend(found.details);
+    pulled(cx, k, v, details).await?;
     cx.write(KUBEADM_CONFIG, render::join_config(k, token, v, local).as_bytes(), 0o600)?;
     let argv = ["kubeadm", "join", "--config", KUBEADM_CONFIG];
     kubeadm(cx, k, &argv, || Ok(()), details).await
+}
+
+/// node-init's token discovery against the endpoint, as the stage's facts.
+async fn discovered(cx: &Context<'_>, k: &Kubernetes, token: &Token) -> Result<Done> {
+    let addr = resolve(cx, k).await?;
+    let found = discovery::discover(k, token, addr, k.discovery_timeout.0).await?;
+    tracing::info!(server = %found.server, pin = %found.pin, "cluster-info is signed with this token and its CA is pinned");
+    let mut details = Details::new();
+    details.insert("discovery_attempts".into(), found.attempts.into());
+    details.insert("ca_pin".into(), found.pin.into());
+    details.insert("api_server".into(), found.server.into());
+    Ok(Done::new(details))
+}
+
+/// The node's images in containerd: pulled ahead beside the patch (waited
+/// for if still under way), or pulled now.
+async fn pulled(cx: &Context<'_>, k: &Kubernetes, v: KubeVersion, details: &mut Details) -> Result<()> {
+    let ahead = match cx.ahead() {
+        Some(a) => a.wait("images").await,
+        None => None,
+    };
+    let done = match ahead {
+        Some(done) => done,
+        None => images::ensure(cx, k, Some(v)).await?,
+    };
+    details.extend(done.details);
+    Ok(())
 }
 
 /// What only the init node has.
@@ -286,6 +352,7 @@ async fn init(
         bail!("kube-vip needs an interface for the VIP: set kubernetes.vip.interface")
     };
     let during = if render::kube_vip_needs_super_admin(v) { render::SUPER_ADMIN_CONF } else { render::ADMIN_CONF };
+    pulled(cx, k, v, details).await?;
     cx.write(KUBEADM_CONFIG, render::init_config(k, token, key, v, local).as_bytes(), 0o600)?;
     // kubeadm reset empties /etc/kubernetes, so every attempt lays these
     // down again.

@@ -61,6 +61,12 @@ impl Stage for PatchStage {
         f.add("patch", c.os.patch).add("reboot", c.os.reboot.as_str());
     }
 
+    /// apt and dpkg need nothing of the later stages' work ahead (pulls
+    /// through containerd, DNS questions, discovery), nor it of them.
+    fn overlaps(&self) -> bool {
+        true
+    }
+
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {
         let os = &cx.config.os;
         if !os.patch {

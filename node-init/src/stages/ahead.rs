@@ -1,0 +1,265 @@
+//! Work done ahead of its stage's turn: what a later stage needs neither a
+//! package lock nor anything of the stages before it for (the image
+//! pre-pull, the DNS wait, a join's token discovery) runs beside a stage
+//! that allows it (the patch: minutes of apt and dpkg), so a first boot
+//! takes about max(patch, pulls) + join rather than their sum.
+//!
+//! The contract, which keeps the pipeline's meaning:
+//! - A result counts only at its stage's turn, and only a success counts.
+//!   At the turn a stage takes the success ([`Ahead::take`]) or waits for
+//!   work under way that is worth finishing ([`Ahead::wait`]); anything
+//!   else (failed, stopped, never started) and the stage does the work
+//!   itself, as a serial run would. So a failure fails the run at the same
+//!   stage, with the same message, and a wait never ends sooner than the
+//!   serial one would (a DNS record MAAS writes late still counts).
+//! - Nothing ahead writes the state or tells MAAS: the stages' records and
+//!   events keep the pipeline's order.
+//! - A success that depends on nothing a reboot changes is kept in the
+//!   state ([`Kept`], under a key of everything it was made from), so after
+//!   the patch's reboot it is taken rather than asked again. Pulled images
+//!   need no record: containerd keeps them.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{Details, Done, Fingerprint};
+
+/// A success kept across runs (and reboots) in the state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// What the result was made from, as a [`Fingerprint`].
+    pub key: String,
+    pub boot_id: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub details: Details,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    /// Not started (the pipeline has not reached the stage it runs beside).
+    Idle,
+    Running,
+    Ok(Box<DoneCopy>),
+    /// Failed or stopped; the stage will do the work at its turn.
+    Gone,
+}
+
+/// A [`Done`] that can be handed out more than once.
+#[derive(Debug, Clone)]
+struct DoneCopy {
+    summary: Option<String>,
+    details: Details,
+    key: Option<String>,
+}
+
+impl DoneCopy {
+    /// The result as its stage reports it, marked as done ahead.
+    fn done(&self) -> Done {
+        let mut details = self.details.clone();
+        details.insert("done_ahead".into(), true.into());
+        Done { summary: self.summary.clone(), details }
+    }
+}
+
+/// The slots of one run's ahead work, by name (`dns`, `discovery`,
+/// `images`), and the node's fingerprint key for [`Kept`] keys.
+pub struct Ahead {
+    slots: BTreeMap<&'static str, watch::Sender<Slot>>,
+    kept: Mutex<BTreeMap<String, Kept>>,
+    fingerprint_key: Vec<u8>,
+    boot_id: String,
+}
+
+impl Ahead {
+    /// `names` are the slots this run may fill; `kept` the state's record.
+    pub fn new(names: &[&'static str], kept: BTreeMap<String, Kept>, fingerprint_key: &[u8], boot_id: &str) -> Self {
+        let slots = names.iter().map(|n| (*n, watch::Sender::new(Slot::Idle))).collect();
+        Self { slots, kept: Mutex::new(kept), fingerprint_key: fingerprint_key.to_vec(), boot_id: boot_id.to_owned() }
+    }
+
+    /// A fingerprint under the node's key, for a [`Kept`] key.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::new(&self.fingerprint_key)
+    }
+
+    /// Marks every slot as running: called by the pipeline as it lets the
+    /// work start, so a turn that comes before the work is first polled
+    /// waits for it rather than doing it twice.
+    pub fn start(&self) {
+        for s in self.slots.values() {
+            s.send_if_modified(|v| matches!(v, Slot::Idle).then(|| *v = Slot::Running).is_some());
+        }
+    }
+
+    /// Whether `name` may run: started and not stopped by its turn.
+    pub fn running(&self, name: &str) -> bool {
+        self.slots.get(name).is_some_and(|s| matches!(*s.borrow(), Slot::Running))
+    }
+
+    /// Runs `work` for slot `name`, unless its turn stops it first. With
+    /// `keep`, a success is also kept in the state under that key.
+    pub async fn run<F>(&self, name: &'static str, keep: Option<String>, work: F)
+    where
+        F: std::future::Future<Output = anyhow::Result<Done>>,
+    {
+        let Some(slot) = self.slots.get(name) else { return };
+        let mut rx = slot.subscribe();
+        // Until the pipeline reaches the stage this work runs beside.
+        match rx.wait_for(|s| !matches!(s, Slot::Idle)).await {
+            Ok(s) if matches!(*s, Slot::Running) => {}
+            _ => return,
+        }
+        let result = tokio::select! {
+            r = work => r,
+            _ = rx.wait_for(|s| !matches!(s, Slot::Running)) => {
+                tracing::info!("stopped: the stage's turn came first");
+                return;
+            }
+        };
+        let next = match result {
+            Ok(done) => {
+                tracing::info!("done ahead of its turn");
+                Slot::Ok(Box::new(DoneCopy { summary: done.summary, details: done.details, key: keep }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "failed ahead of its turn; the stage will try again at its turn");
+                Slot::Gone
+            }
+        };
+        slot.send_if_modified(|v| matches!(v, Slot::Running).then(|| *v = next).is_some());
+    }
+
+    /// A success kept by an earlier run under `key`, as ahead work's result.
+    pub fn kept(&self, name: &str, key: &str) -> Option<Done> {
+        let kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let k = kept.get(name).filter(|k| k.key == key)?;
+        let mut details = k.details.clone();
+        details.insert("ahead_in_boot".into(), k.boot_id.clone().into());
+        Some(Done { summary: k.summary.clone(), details })
+    }
+
+    /// At the stage's turn: the success if there is one now; work still
+    /// under way is stopped, so the stage's own run starts afresh.
+    pub fn take(&self, name: &str) -> Option<Done> {
+        let slot = self.slots.get(name)?;
+        let mut out = None;
+        slot.send_modify(|v| {
+            if let Slot::Ok(d) = v {
+                out = Some(d.done());
+            } else {
+                *v = Slot::Gone;
+            }
+        });
+        out
+    }
+
+    /// At the stage's turn: waits for work under way, then its success.
+    pub async fn wait(&self, name: &str) -> Option<Done> {
+        let slot = self.slots.get(name)?;
+        let mut rx = slot.subscribe();
+        let settled = rx.wait_for(|s| !matches!(s, Slot::Running)).await.ok()?.clone();
+        match settled {
+            Slot::Ok(d) => Some(d.done()),
+            _ => None,
+        }
+    }
+
+    /// The successes to keep in the state: the earlier ones, with this
+    /// run's over them.
+    pub fn to_keep(&self) -> BTreeMap<String, Kept> {
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, slot) in &self.slots {
+            if let Slot::Ok(d) = &*slot.borrow()
+                && let Some(key) = &d.key
+                && kept.get(*name).is_none_or(|k| &k.key != key)
+            {
+                kept.insert(
+                    (*name).to_owned(),
+                    Kept {
+                        key: key.clone(),
+                        boot_id: self.boot_id.clone(),
+                        at: crate::state::now_rfc3339(),
+                        summary: d.summary.clone(),
+                        details: d.details.clone(),
+                    },
+                );
+            }
+        }
+        kept.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ahead() -> Ahead {
+        Ahead::new(&["dns", "images"], BTreeMap::new(), b"key", "boot-1")
+    }
+
+    fn done(line: &str) -> anyhow::Result<Done> {
+        Ok(Done::new(Details::new()).summary(line))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_is_taken_at_the_turn_and_kept_with_its_key() {
+        let a = ahead();
+        a.start();
+        a.run("dns", Some("k1".into()), async { done("resolved") }).await;
+        assert_eq!(a.take("dns").and_then(|d| d.summary).as_deref(), Some("resolved"));
+        let kept = a.to_keep();
+        assert_eq!(kept["dns"].key, "k1");
+        assert_eq!(kept["dns"].boot_id, "boot-1");
+        // A later run (after a reboot) finds it under the same key only.
+        let later = Ahead::new(&["dns"], kept, b"key", "boot-2");
+        assert!(later.kept("dns", "k2").is_none());
+        let d = later.kept("dns", "k1").expect("kept");
+        assert_eq!(d.details["ahead_in_boot"], "boot-1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_never_taken_and_work_not_started_never_runs() {
+        let a = ahead();
+        // Not started: the work never runs, and the turn gets nothing.
+        let never = a.run("dns", None, async { panic!("ran before the pipeline let it") });
+        let ((), taken) = tokio::join!(never, async { a.take("dns") });
+        assert!(taken.is_none());
+        let a = ahead();
+        a.start();
+        a.run("images", None, async { Err(anyhow::anyhow!("registry down")) }).await;
+        assert!(a.wait("images").await.is_none());
+        assert!(a.to_keep().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_turn_stops_work_under_way_or_waits_for_it() {
+        let a = ahead();
+        a.start();
+        let slow = a.run("dns", Some("k".into()), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            done("late")
+        });
+        let turn = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            a.take("dns")
+        };
+        let ((), taken) = tokio::join!(slow, turn);
+        assert!(taken.is_none(), "took work that was still under way");
+        assert!(a.to_keep().is_empty(), "kept work that was stopped");
+        // Waiting lets it finish.
+        let pulls = a.run("images", None, async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            done("pulled")
+        });
+        let ((), waited) = tokio::join!(pulls, a.wait("images"));
+        assert_eq!(waited.and_then(|d| d.summary).as_deref(), Some("pulled"));
+    }
+}
