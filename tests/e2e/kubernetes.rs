@@ -477,6 +477,8 @@ fn on_a_systemd_host_kubeadm_init_pulls_kubeadms_images_through_the_cri_and_fail
          imageRepository: mirror.example/k8s\n",
     );
     node.write("var/log/cri-pull.fail", "mirror.example/k8s/etcd:3.5.15-0\n");
+    // Pulled before (by node-init, ahead of kubeadm): IfNotPresent skips it.
+    node.write("var/log/cri-pull.present", "mirror.example/k8s/pause:3.10\n");
     let out = node.kubeadm(&["init", "--config", "/etc/node-init/kubeadm.yaml", "--upload-certs"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let images = [
@@ -486,12 +488,15 @@ fn on_a_systemd_host_kubeadm_init_pulls_kubeadms_images_through_the_cri_and_fail
         "mirror.example/k8s/kube-proxy:v1.31.4",
         // Only registry.k8s.io nests CoreDNS under coredns/.
         "mirror.example/k8s/coredns:v1.11.3",
-        "mirror.example/k8s/pause:3.10",
     ];
-    let mut want: Vec<&str> = vec!["--status"];
-    want.extend(images);
+    let mut want: Vec<String> = vec!["--status".into()];
+    for image in images {
+        want.extend([format!("--present {image}"), image.to_owned()]);
+    }
+    want.push("--present mirror.example/k8s/pause:3.10".into());
     // PullImageRetry: five tries.
-    want.extend(["mirror.example/k8s/etcd:3.5.15-0"; 5]);
+    want.push("--present mirror.example/k8s/etcd:3.5.15-0".into());
+    want.extend(std::iter::repeat_n("mirror.example/k8s/etcd:3.5.15-0".to_owned(), 5));
     assert_eq!(node.read("var/log/cri-pull").lines().collect::<Vec<_>>(), want);
     let err = text(&out.stderr);
     let line = "\t[ERROR ImagePull]: failed to pull image mirror.example/k8s/etcd:3.5.15-0: failed to pull image \

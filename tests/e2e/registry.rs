@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use node_init_tests::kube::ClusterCa;
+use node_init_tests::cluster::{Secrets, userdata};
+use node_init_tests::kube::{ClusterCa, Serve, api_server};
+use node_init_tests::kubeadm::Node;
 use node_init_tests::net::{Background, Netns, intercepting_proxy_routes};
 use node_init_tests::registry::{Containerd, KUBE_VIP, Registry, install_cri_pull, kubernetes_images, split_reference};
 use node_init_tests::{output, text};
@@ -186,4 +188,97 @@ fn every_image_kubeadm_v1_31_and_kube_vip_pull_comes_from_the_one_registry_behin
     }
     let proxied = world.proxied();
     assert!(proxied.contains(&"CONNECT ghcr.io:443".to_owned()), "{proxied:?}");
+}
+
+/// node-init's own pre-pull, on a control-plane join: the node's root has
+/// this containerd at its socket, so the kubernetes stage asks it, through
+/// the CRI, for what kubeadm lists and kube-vip's image, before kubeadm.
+struct Joining {
+    node: Node,
+    _api: node_init_tests::kube::ApiServer,
+    _bg: Background,
+}
+
+/// The joining node, and the world's containerd serving on the node's own
+/// socket path (`--root` resolves a link inside the root, as a chroot does).
+fn joining(world: &World) -> (Joining, Containerd) {
+    let s = Secrets::new();
+    let bg = Background::new();
+    let api = api_server(&bg, "127.0.0.1:0".parse().unwrap(), &s.cluster_ca(), &s.get("token"), Serve::Good);
+    let cluster = format!("kubernetes:\n  endpoint: {}\n  version: v1.31.4\n  vip: {{interface: eth0}}\n", api.addr);
+    let node = Node::new(&userdata("control-plane", &cluster, &s), 0);
+    let bundle = world.bundle.display().to_string();
+    let env = [("HTTPS_PROXY", world.proxy.as_str()), ("SSL_CERT_FILE", bundle.as_str())];
+    let containerd = Containerd::start(&world.ns, &node.path("run/containerd"), &env);
+    world.wait_status(&containerd);
+    (Joining { node, _api: api, _bg: bg }, containerd)
+}
+
+fn kubernetes_record(node: &Node) -> serde_json::Value {
+    let status = node_init_tests::node_init(&["status", "--root", &node.arg(), "--output", "json"]);
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    st["stages"].as_array().unwrap().iter().find(|s| s["name"] == "kubernetes").unwrap().clone()
+}
+
+#[test]
+fn node_init_pulls_only_what_containerd_lacks_through_the_cri_before_kubeadm_joins() {
+    let world = World::routing(&["registry.k8s.io", "ghcr.io"]);
+    let mut images = kubernetes_images("v1.31.4", "registry.k8s.io");
+    images.push(KUBE_VIP.to_owned());
+    let digests = world.registry.push_all(&images, 64 * 1024);
+    let (j, containerd) = joining(&world);
+    // The sandbox image is there already (an earlier boot pulled it).
+    assert!(world.pull(&containerd, PAUSE).status.success());
+    let pause_fetches = world.registry.fetched("pause").len();
+
+    let out = j.node.run();
+
+    let why = || format!("{}\n{}", text(&out.stderr), containerd.log());
+    assert_eq!(out.status.code(), Some(0), "{}", why());
+    // kubeadm was asked for its list, then joined: the pulls came between.
+    assert_eq!(
+        j.node.calls(),
+        [
+            "config images list --kubernetes-version v1.31.4 --image-repository registry.k8s.io",
+            "join --config /etc/node-init/kubeadm.yaml"
+        ],
+        "{}",
+        why()
+    );
+    let rec = kubernetes_record(&j.node);
+    assert_eq!(rec["status"], "done", "{rec}");
+    let got = &rec["details"]["images"];
+    assert_eq!(got["present"], serde_json::json!([PAUSE]), "{rec}");
+    let pulled: Vec<String> = images.iter().filter(|i| *i != PAUSE).cloned().collect();
+    assert_eq!(got["pulled"], serde_json::json!(pulled), "{rec}");
+    // containerd fetched every other image from the registry, through the
+    // proxy, and never asked for the one it had: ImageStatus came first.
+    for (image, digest) in images.iter().zip(&digests).filter(|(i, _)| *i != PAUSE) {
+        let (name, _) = split_reference(image);
+        assert!(world.registry.served_manifest(&name, digest), "{image}: {:?}", world.registry.fetched(&name));
+    }
+    assert_eq!(world.registry.fetched("pause").len(), pause_fetches, "{:?}", world.registry.fetched("pause"));
+    assert!(world.proxied().contains(&"CONNECT ghcr.io:443".to_owned()), "{:?}", world.proxied());
+}
+
+#[test]
+fn an_image_the_registry_lacks_fails_the_kubernetes_stage_naming_it_and_kubeadm_never_joins() {
+    let world = World::new();
+    let images = kubernetes_images("v1.31.4", "registry.k8s.io");
+    let etcd = images.iter().find(|i| i.contains("/etcd:")).unwrap().clone();
+    let others: Vec<String> = images.iter().filter(|i| **i != etcd && !i.ends_with("/pause:3.10")).cloned().collect();
+    world.registry.push_all(&others, 4096);
+    let (j, _containerd) = joining(&world);
+
+    let out = j.node.run();
+
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let rec = kubernetes_record(&j.node);
+    let err = rec["last_error"].as_str().unwrap_or_default().to_owned();
+    // kube-vip's host has no route at the proxy; etcd is not in the registry.
+    assert!(err.starts_with("containerd could not pull 2 of 8 images: "), "{err}");
+    assert!(err.contains(&format!("{etcd}: after 3 tries: PullImage on ")), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains(&format!("{KUBE_VIP}: after 3 tries")), "{err}");
+    assert!(!j.node.calls().iter().any(|c| c.starts_with("join")), "{:?}", j.node.calls());
 }

@@ -164,8 +164,10 @@ common_checks() {
 # prints them for v1.31.x; minikube's constants_kubeadm_images.go keeps
 # that list). Only the default repository nests CoreDNS one level deeper
 # (images.GetDNSImage). Each pull goes through containerd's CRI, so
-# containerd's own environment decides the proxy; PullImage tries 5 times
-# (constants.PullImageRetry).
+# containerd's own environment decides the proxy. With the default policy
+# IfNotPresent an image the runtime has (ImageExists: CRI ImageStatus) is
+# not pulled again; PullImage tries 5 times (constants.PullImageRetry),
+# one image after another (serialPull), with no deadline.
 images() {
   for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do echo "$repo/$c:$version"; done
   if [ "$repo" = registry.k8s.io ]; then echo "$repo/coredns/coredns:v1.11.3"; else echo "$repo/coredns:v1.11.3"; fi
@@ -177,6 +179,10 @@ pull() {
   say "[preflight] This might take a minute or two, depending on the speed of your internet connection"
   say "[preflight] You can also perform this action beforehand using 'kubeadm config images pull'"
   for image in $(images); do
+    if /usr/local/bin/e2e-cri-pull --present "$image" > /dev/null 2>&1; then
+      console "[preflight] image exists: $image"
+      continue
+    fi
     console "[preflight] pulling $image"
     i=0
     until out=$(/usr/local/bin/e2e-cri-pull "$image" 2>&1); do
@@ -454,6 +460,15 @@ setup() {
 }
 
 case "$1 $2 $3" in
+"config images list")
+  # cmd/config.go's `images list`: GetControlPlaneImages, one per line on
+  # stdout. With an explicit version it asks nothing of the internet.
+  version=$(flag --kubernetes-version "$@")
+  repo=$(flag --image-repository "$@")
+  [ -n "$version" ] || { echo 'W0101 00:00:00.000000       1 version.go:104] could not fetch a Kubernetes version from the internet: unable to get URL "https://dl.k8s.io/release/stable-1.txt"' >&2; version=v1.31.4; }
+  repo=${repo:-registry.k8s.io}
+  images
+  exit 0;;
 "init phase upload-certs")
   admin
   # Without --config, kubeadm first asks dl.k8s.io for the stable version.
@@ -616,7 +631,8 @@ impl Node {
     /// keeps every call in `/var/log/systemctl` and knows the kubelet's
     /// unit, a CRI client that answers and keeps every call in
     /// `/var/log/cri-pull` (failing pulls of the images listed in
-    /// `/var/log/cri-pull.fail`), the sysctls kubeadm checks at 1, no swap,
+    /// `/var/log/cri-pull.fail`, and having those in
+    /// `/var/log/cri-pull.present`), the sysctls kubeadm checks at 1, no swap,
     /// no listener (`/proc` is the root's own files), and the kubelet
     /// double.
     pub fn booted_host(&self) {
@@ -630,6 +646,7 @@ impl Node {
         self.script(
             "usr/local/bin/e2e-cri-pull",
             "#!/bin/sh\necho \"$*\" >> /var/log/cri-pull\n\
+             if [ \"$1\" = --present ]; then grep -qxF -- \"$2\" /var/log/cri-pull.present 2>/dev/null; exit; fi\n\
              if grep -qxF -- \"$1\" /var/log/cri-pull.fail 2>/dev/null; then\n  \
              echo \"rpc error: code = NotFound desc = failed to pull and unpack image \\\"$1\\\"\" >&2; exit 1\nfi\n",
         );

@@ -119,7 +119,11 @@ if [ -x /usr/local/bin/e2e-cri-pull ]; then
   while :; do
     for image in $(cat "$pods"/*.yaml 2>/dev/null | sed -n 's/^ *image: *//p' | tr -d '"' | sort -u); do
       case "$pulled" in *" $image "*) continue;; esac
-      if out=$(/usr/local/bin/e2e-cri-pull "$image" 2>&1); then console "pulled $image for a static pod"; pulled="$pulled$image "
+      # imagePullPolicy IfNotPresent (image_manager.go shouldPullImage):
+      # an image the runtime has is "already present on machine".
+      if /usr/local/bin/e2e-cri-pull --present "$image" > /dev/null 2>&1; then
+        console "Container image \"$image\" already present on machine"; pulled="$pulled$image "
+      elif out=$(/usr/local/bin/e2e-cri-pull "$image" 2>&1); then console "pulled $image for a static pod"; pulled="$pulled$image "
       else console "Failed to pull image \"$image\": $(printf '%s' "$out" | tr '\n' ' ')"; fi
     done
     sleep 2

@@ -118,17 +118,17 @@ impl Ahead {
         let result = tokio::select! {
             r = work => r,
             _ = rx.wait_for(|s| !matches!(s, Slot::Running)) => {
-                tracing::info!("stopped: the stage's turn came first");
+                tracing::info!(work = name, "stopped: the stage's turn came first");
                 return;
             }
         };
         let next = match result {
             Ok(done) => {
-                tracing::info!("done ahead of its turn");
+                tracing::info!(work = name, "done ahead of its turn");
                 Slot::Ok(Box::new(DoneCopy { summary: done.summary, details: done.details, key: keep }))
             }
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "failed ahead of its turn; the stage will try again at its turn");
+                tracing::warn!(work = name, error = %format!("{e:#}"), "failed ahead of its turn; the stage will try again at its turn");
                 Slot::Gone
             }
         };

@@ -3,6 +3,7 @@
 
 usage: e2e-cri-pull [--socket URL] [--timeout SECONDS] IMAGE...
        e2e-cri-pull [--socket URL] --status
+       e2e-cri-pull [--socket URL] --present IMAGE
 
 For each IMAGE, /runtime.v1.ImageService/PullImage with
 PullImageRequest{image: ImageSpec{image: IMAGE}}, up to five attempts as
@@ -12,6 +13,11 @@ kubeadm's PullImageRetry, each bounded by --timeout; prints
 --status asks /runtime.v1.RuntimeService/Status{verbose: false} within
 kubeadm's 2 s and exits 0 unless it fails or reports RuntimeReady false
 (kubeadm's CRI preflight ignores NetworkReady on purpose).
+
+--present asks /runtime.v1.ImageService/ImageStatus for IMAGE within 2 s,
+as kubeadm's ImageExists does before an IfNotPresent pull, and exits 0
+when the runtime has it, 1 when it has not (or the call failed: kubeadm
+then pulls).
 
 Needs Debian's python3-grpcio only: the few CRI messages are encoded here
 by hand, with the field numbers of cri-api's api.proto.
@@ -24,6 +30,7 @@ import grpc
 
 PULL = "/runtime.v1.ImageService/PullImage"
 STATUS = "/runtime.v1.RuntimeService/Status"
+IMAGE_STATUS = "/runtime.v1.ImageService/ImageStatus"
 # cmd/kubeadm/app/constants PullImageRetry, and util/runtime defaultTimeout.
 ATTEMPTS = 5
 STATUS_TIMEOUT = 2.0
@@ -98,6 +105,14 @@ def conditions(response):
     return out
 
 
+def image_id(response):
+    """ImageStatusResponse.image = 1 (Image), its id = 1; "" when absent."""
+    for number, image in fields(response):
+        if number == 1:
+            return next((v.decode() for n, v in fields(image) if n == 1), "")
+    return ""
+
+
 def error(rpc):
     return "%s: %s" % (rpc.code().name, rpc.details())
 
@@ -133,19 +148,37 @@ def status(channel):
     return code
 
 
+def present(channel, image):
+    try:
+        response = channel.unary_unary(IMAGE_STATUS)(pull_request(image), timeout=STATUS_TIMEOUT)
+    except grpc.RpcError as rpc:
+        print("e2e-cri-pull: ImageStatus %s: %s" % (image, error(rpc)), file=sys.stderr)
+        return 1
+    found = image_id(response)
+    if found:
+        print("present %s %s" % (image, found), flush=True)
+        return 0
+    return 1
+
+
 def main():
     parser = argparse.ArgumentParser(prog="e2e-cri-pull")
     parser.add_argument("--socket", default="unix:///run/containerd/containerd.sock")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per pull attempt")
     parser.add_argument("--status", action="store_true")
+    parser.add_argument("--present", metavar="IMAGE")
     parser.add_argument("images", nargs="*", metavar="IMAGE")
     args = parser.parse_args()
-    if not args.status and not args.images:
-        parser.error("name an IMAGE or --status")
+    if not args.status and not args.present and not args.images:
+        parser.error("name an IMAGE, --status or --present IMAGE")
     # The node's HTTPS_PROXY is for the runtime, not for this socket.
     options = [("grpc.enable_http_proxy", 0)]
     with grpc.insecure_channel(args.socket, options=options) as channel:
-        return status(channel) if args.status else pull(channel, args.images, args.timeout)
+        if args.status:
+            return status(channel)
+        if args.present:
+            return present(channel, args.present)
+        return pull(channel, args.images, args.timeout)
 
 
 if __name__ == "__main__":

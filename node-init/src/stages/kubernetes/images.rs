@@ -84,7 +84,10 @@ fn name_of(image: &str) -> &str {
 pub async fn ensure(cx: &Context<'_>, k: &Kubernetes, v: Option<KubeVersion>) -> Result<Done> {
     let socket = cx.root.path(SOCKET);
     let mut details = Details::new();
-    if !cx.root.is_host() && Cri::connect(&socket, CALL_TIMEOUT).await.is_err() {
+    if !cx.root.is_host()
+        && let Err(e) = Cri::connect(&socket, CALL_TIMEOUT).await
+    {
+        tracing::info!(reason = %format!("{e:#}"), "images left for the booted node (--root)");
         details.insert("images".into(), "left for the booted node (--root, no containerd answers)".into());
         return Ok(Done::new(details));
     }
