@@ -75,7 +75,7 @@ fn a_run_that_succeeds_reports_every_stage_and_announces_done_with_a_start() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let mut want = vec!["start node-init".to_owned()];
-    want.extend(stage_pairs(&["proxy", "patch", "host", "dns", "kubernetes"]));
+    want.extend(stage_pairs(&["proxy", "host", "patch", "dns", "kubernetes"]));
     want.extend(["finish node-init".to_owned(), "start node-init/done".to_owned()]);
     assert_eq!(names(&m), want);
     assert!(m.violations().is_empty(), "{:?}", m.violations());
@@ -98,8 +98,8 @@ fn a_run_that_succeeds_reports_every_stage_and_announces_done_with_a_start() {
         [
             "node-init",
             "node-init/proxy",
-            "node-init/patch",
             "node-init/host",
+            "node-init/patch",
             "node-init/dns",
             "node-init/kubernetes",
             "node-init/done"
@@ -107,7 +107,10 @@ fn a_run_that_succeeds_reports_every_stage_and_announces_done_with_a_start() {
     );
     assert!(log.iter().all(|l| l.level == "DEBUG" && l.kind == "Node status event"), "{log:?}");
     let done = &log.last().unwrap().description;
-    assert!(done.starts_with("'node-init' node-init done in ") && done.contains("proxy done, patch skipped"), "{done}");
+    assert!(
+        done.starts_with("'node-init' node-init done in ") && done.contains("proxy done, host skipped, patch skipped"),
+        "{done}"
+    );
 
     let table = status_table(root.path());
     assert!(table.contains("maas: 13 events delivered, 0 pending, 0 gave up"), "{table}");
@@ -135,6 +138,8 @@ fn a_reboot_is_announced_before_it_happens_and_the_rest_is_reported_after_it() {
             "start node-init",
             "start node-init/proxy",
             "finish node-init/proxy",
+            "start node-init/host",
+            "finish node-init/host",
             "start node-init/patch",
             "start node-init/reboot"
         ]
@@ -152,7 +157,7 @@ fn a_reboot_is_announced_before_it_happens_and_the_rest_is_reported_after_it() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let after: Vec<String> = names(&m).split_off(before.len());
     let mut want = vec!["finish node-init/patch".to_owned()];
-    want.extend(stage_pairs(&["host", "dns", "kubernetes"]));
+    want.extend(stage_pairs(&["dns", "kubernetes"]));
     want.extend(["finish node-init".to_owned(), "start node-init/done".to_owned()]);
     assert_eq!(after, want, "one run start for both boots, the patch finished after the reboot");
     let patch =
@@ -340,7 +345,7 @@ fn undelivered_events_go_out_in_a_later_run_and_one_that_failed_in_three_runs_is
     m.unavailable(0);
     set_boot_id(root.path(), "44444444-0000-0000-0000-000000000004");
     assert_eq!(run(root.path(), "hostname: node1.maas\nos: {patch: false}\n", "info").status.code(), Some(0));
-    let mut want = stage_pairs(&["proxy", "patch", "host", "dns", "kubernetes"]);
+    let mut want = stage_pairs(&["proxy", "host", "patch", "dns", "kubernetes"]);
     want.extend(["finish node-init".to_owned(), "start node-init/done".to_owned()]);
     assert_eq!(names(&m), want);
     let maas = &status_json(root.path())["maas"];

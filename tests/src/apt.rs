@@ -23,16 +23,41 @@ pub fn deb(out: &Path, version: &str) -> PathBuf {
     package(out, PKG, version, (version == "2").then_some(reboot.as_str()))
 }
 
-/// `PKG` at `version` whose upgrade needs no reboot: a library update
-/// whose services a restart would take care of.
-pub fn deb_live(out: &Path, version: &str) -> PathBuf {
-    package(out, PKG, version, None)
+/// `PKG` at `version` as a real upgrade set weighs: `payload` random
+/// bytes (incompressible, so the download is that size) and a postinst
+/// that works for a while as a kernel's does (update-initramfs compresses
+/// the new initramfs: here gzip over the payload), then, with `reboot`,
+/// asks for a reboot as a kernel's postinst does.
+pub fn deb_weighing(out: &Path, version: &str, payload: usize, reboot: bool) -> PathBuf {
+    let dir = out.join(format!("{PKG}-{version}-payload"));
+    std::fs::create_dir_all(dir.join("usr/lib").join(PKG)).unwrap();
+    let mut bytes = vec![0; payload];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
+    std::fs::write(dir.join("usr/lib").join(PKG).join("payload"), bytes).unwrap();
+    let mut postinst = format!(
+        "gzip -6 -c /usr/lib/{PKG}/payload > /var/lib/{PKG}.initrd
+  "
+    );
+    if reboot {
+        postinst += &format!(
+            "mkdir -p /var/run
+  echo '*** System restart required ***' > /var/run/reboot-required
+               echo {PKG} >> /var/run/reboot-required.pkgs
+"
+        );
+    }
+    build(out, &dir, PKG, version, Some(&postinst), &["-Zgzip", "-z1"])
 }
 
 /// Builds `NAME_VERSION_all.deb` in `out`; `configure` runs the shell
 /// lines `postinst` (none: no maintainer script).
 pub fn package(out: &Path, name: &str, version: &str, postinst: Option<&str>) -> PathBuf {
-    let dir = out.join(format!("{name}-{version}"));
+    build(out, &out.join(format!("{name}-{version}")), name, version, postinst, &[])
+}
+
+/// Builds the package from the files already in `dir`, with `dpkg-deb`'s
+/// extra `flags`.
+fn build(out: &Path, dir: &Path, name: &str, version: &str, postinst: Option<&str>, flags: &[&str]) -> PathBuf {
     std::fs::create_dir_all(dir.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(dir.join("usr/share/doc").join(name)).unwrap();
     std::fs::write(dir.join("usr/share/doc").join(name).join("VERSION"), format!("{version}\n")).unwrap();
@@ -52,7 +77,7 @@ pub fn package(out: &Path, name: &str, version: &str, postinst: Option<&str>) ->
         std::fs::set_permissions(&path, perms).unwrap();
     }
     let deb = out.join(format!("{name}_{version}_all.deb"));
-    run(Command::new("dpkg-deb").args(["--build", "--root-owner-group"]).arg(&dir).arg(&deb));
+    run(Command::new("dpkg-deb").args(["--build", "--root-owner-group"]).args(flags).arg(dir).arg(&deb));
     deb
 }
 

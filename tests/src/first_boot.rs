@@ -8,8 +8,10 @@
 //! the status endpoint node-init reports to), its NTP server, a TLS-intercepting proxy
 //! whose CA goes in the user data, and the kube-apiserver stand-in at the
 //! VIP. Behind the proxy, and only there: an apt repository holding an
-//! upgrade, and Debian's distribution registry serving the images kubeadm
-//! and kube-vip pull, by their real names (`registry.k8s.io`, `ghcr.io`).
+//! upgrade that weighs what a kernel's does (40 MiB, and a postinst that
+//! compresses it as update-initramfs does), and Debian's distribution
+//! registry serving the images kubeadm and kube-vip pull, by their real
+//! names (`registry.k8s.io`, `ghcr.io`) and at their real sizes (193 MiB).
 //!
 //! The guest's disk is the built image plus what curtin and the machine
 //! add: cloud-init's MAAS datasource configured as curtin writes it (no
@@ -58,6 +60,9 @@ pub const SYSTEM_ID: &str = "xq7kpd";
 pub const VERSION: &str = "v1.31.4";
 /// The machine's node key in MAAS, `consumer:token:secret`.
 pub const NODE_KEY: &str = "Vm4consumerKey7pQa:Vm4tokenKey2xRtY:Vm4nodeTokenSecret8kLmNq";
+/// What the upgrade weighs: a kernel's upgrade set is about this (the
+/// image, its modules and headers), and its postinst works on it.
+pub const UPGRADE_BYTES: usize = 40 * 1024 * 1024;
 /// The package whose upgrade holds the dpkg lock at first boot.
 pub const HOLDER: &str = "e2e-unattended-upgrade";
 
@@ -128,16 +133,13 @@ impl World {
         // distribution registry with every image a control-plane join and
         // kube-vip pull, both reachable only through the proxy.
         let repo = work.path().join("repo");
-        let upgrade = match patch {
-            Patch::Reboot => apt::deb(work.path(), "2"),
-            Patch::Live => apt::deb_live(work.path(), "2"),
-        };
+        let upgrade = apt::deb_weighing(work.path(), "2", UPGRADE_BYTES, patch == Patch::Reboot);
         apt::flat_repo(&repo, &upgrade);
         let (repo_addr, repo_log) = file_server(&bg, repo);
         let registry = Registry::start(&work.path().join("registry"));
         let mut images = kubernetes_images(VERSION, "registry.k8s.io");
         images.push(KUBE_VIP.to_owned());
-        registry.push_all(&images, 64 * 1024);
+        registry.push_real_sizes(&images);
         let proxy_ca = ClusterCa::named("node-init e2e intercepting proxy CA");
         let routes = vec![
             (REPO.to_owned(), repo_addr),

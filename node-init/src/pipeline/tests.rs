@@ -302,7 +302,7 @@ fn later_work_runs_beside_the_overlapping_stage_and_is_recorded_at_its_turn_in_o
     let st = w.state();
     let rec = &st.stages["later"];
     assert_eq!(rec.summary.as_deref(), Some("done ahead"));
-    assert_eq!(rec.details["done_ahead"], true);
+    assert_eq!(rec.details["later_done_ahead"], w.node_now().boot_id.as_str());
     // The records keep the table's order: the later stage started after
     // the slow one finished, though its work was done during it.
     assert!(st.stages["slow"].finished.as_deref().unwrap() <= rec.started.as_str());
@@ -383,5 +383,5 @@ fn a_success_ahead_of_a_reboot_is_kept_and_taken_in_the_next_boot() {
     assert_eq!(log.lines().iter().filter(|l| *l == "later: ahead start").count(), 1, "{:?}", log.lines());
     assert!(!log.lines().contains(&"later: own".to_owned()), "{:?}", log.lines());
     let rec = &w.state().stages["later"];
-    assert_eq!(rec.details["ahead_in_boot"], first_boot.as_str());
+    assert_eq!(rec.details["later_done_ahead"], first_boot.as_str());
 }

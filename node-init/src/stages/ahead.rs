@@ -59,10 +59,11 @@ struct DoneCopy {
 }
 
 impl DoneCopy {
-    /// The result as its stage reports it, marked as done ahead.
-    fn done(&self) -> Done {
+    /// The result as its stage reports it, marked `NAME_done_ahead` with
+    /// the boot it was done in.
+    fn done(&self, name: &str, boot_id: &str) -> Done {
         let mut details = self.details.clone();
-        details.insert("done_ahead".into(), true.into());
+        details.entry(format!("{name}_done_ahead")).or_insert_with(|| boot_id.into());
         Done { summary: self.summary.clone(), details }
     }
 }
@@ -140,7 +141,7 @@ impl Ahead {
         let kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let k = kept.get(name).filter(|k| k.key == key)?;
         let mut details = k.details.clone();
-        details.insert("ahead_in_boot".into(), k.boot_id.clone().into());
+        details.insert(format!("{name}_done_ahead"), k.boot_id.clone().into());
         Some(Done { summary: k.summary.clone(), details })
     }
 
@@ -151,7 +152,7 @@ impl Ahead {
         let mut out = None;
         slot.send_modify(|v| {
             if let Slot::Ok(d) = v {
-                out = Some(d.done());
+                out = Some(d.done(name, &self.boot_id));
             } else {
                 *v = Slot::Gone;
             }
@@ -165,7 +166,7 @@ impl Ahead {
         let mut rx = slot.subscribe();
         let settled = rx.wait_for(|s| !matches!(s, Slot::Running)).await.ok()?.clone();
         match settled {
-            Slot::Ok(d) => Some(d.done()),
+            Slot::Ok(d) => Some(d.done(name, &self.boot_id)),
             _ => None,
         }
     }
@@ -222,7 +223,7 @@ mod tests {
         let later = Ahead::new(&["dns"], kept, b"key", "boot-2");
         assert!(later.kept("dns", "k2").is_none());
         let d = later.kept("dns", "k1").expect("kept");
-        assert_eq!(d.details["ahead_in_boot"], "boot-1");
+        assert_eq!(d.details["dns_done_ahead"], "boot-1");
     }
 
     #[tokio::test(start_paused = true)]
