@@ -28,3 +28,7 @@ lint:
 # Benchmarks: start-up vs cloud-init, verify vs dig+nc, build vs tar|pigz.
 bench:
     scripts/bench
+
+# The first boot, measured: overlapped, serial, and by cloud-init (VM boots).
+bench-boot:
+    scripts/bench-boot

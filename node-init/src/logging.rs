@@ -1,6 +1,9 @@
 //! Structured logs to stderr, which journald keeps. The level comes from
 //! `NODE_INIT_LOG` (an `EnvFilter` directive such as `debug` or
-//! `node_init=trace`), default `info`. Stdout is left to machine output.
+//! `node_init=trace`), default `info`. A bare level is node-init's own: the
+//! libraries under it (HTTP/2 frames, connection pools) log warnings only,
+//! so `debug` shows node-init's steps, not the gRPC plumbing's; a directive
+//! that names targets is taken as written. Stdout is left to machine output.
 //!
 //! When stderr is the journal (`JOURNAL_STREAM` names stderr's device and
 //! inode, as systemd sets it for a unit's stream), each line starts with its
@@ -34,8 +37,21 @@ struct Captured {
     dropped: usize,
 }
 
+/// `NODE_INIT_LOG` as an `EnvFilter` directive: empty is `info`; a bare
+/// level is node-init's own, with the libraries at `warn`.
+fn directive(wanted: &str) -> String {
+    let wanted = wanted.trim();
+    let level = if wanted.is_empty() { "info" } else { wanted };
+    if ["trace", "debug", "info", "warn", "error", "off"].contains(&level.to_ascii_lowercase().as_str()) {
+        format!("warn,node_init={level}")
+    } else {
+        level.to_owned()
+    }
+}
+
 pub fn init() {
-    let filter = EnvFilter::try_from_env("NODE_INIT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let wanted = std::env::var("NODE_INIT_LOG").unwrap_or_default();
+    let filter = EnvFilter::try_new(directive(&wanted)).unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = stderr_is_journal();
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -127,6 +143,15 @@ impl std::io::Write for Capture {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bare_level_is_node_inits_own_and_a_directive_is_taken_as_written() {
+        use super::directive;
+        assert_eq!(directive(""), "warn,node_init=info");
+        assert_eq!(directive("debug"), "warn,node_init=debug");
+        assert_eq!(directive(" TRACE "), "warn,node_init=TRACE");
+        assert_eq!(directive("h2=trace,node_init=debug"), "h2=trace,node_init=debug");
+    }
+
     use super::*;
 
     /// A writer the test can read back.

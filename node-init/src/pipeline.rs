@@ -78,9 +78,10 @@ pub async fn run_reported(
         None => in_order.await,
         Some(a) => {
             let work = async {
-                join_all(
-                    early.iter().map(|s| s.ahead(cx, a).instrument(tracing::info_span!("ahead", stage = s.name()))),
-                )
+                join_all(early.iter().map(|s| async move {
+                    s.ahead(cx, a).instrument(tracing::info_span!("ahead", stage = s.name())).await;
+                    a.abandon(s.ahead_slots(cx.config));
+                }))
                 .await;
                 std::future::pending::<()>().await;
             };

@@ -1,6 +1,8 @@
 //! Killed at any instant of a whole first boot, a rerun converges: the
 //! worker of `src/crash.rs` proxies with a CA, patches with real apt and a
-//! slow postinst, and joins with a slow kubeadm double. Each run is
+//! slow postinst while its images are pulled beside the patch through a
+//! real containerd (killed with it, as a power cut would), and joins with
+//! a slow kubeadm double. Each run is
 //! SIGKILLed, its whole process group as a power cut would, at a moment
 //! read from a reference run's log (`src/kill.rs`); the rerun must end with
 //! the reference's files (`src/overlay.rs` says which it touched) and stage
@@ -32,8 +34,16 @@ fn targeted(t: &Timeline) -> Vec<Moment> {
     m.extend(t.moments_during("dist-upgrade", 6));
     m.push(t.right_after("stage{stage=\"kubernetes\"}: node_init::pipeline: starting"));
     m.push(t.right_after("kubeadm.yaml` succeeded"));
+    // Two while containerd fetches the images beside the patch.
+    let pulling = t.right_after(PULLING);
+    m.push(pulling);
+    m.push(Moment { delay: std::time::Duration::from_millis(40), ..pulling });
     m
 }
+
+/// What node-init logs as a pull through containerd starts, and ends.
+const PULLING: &str = "images: pulling through containerd";
+const PULLED: &str = "images: pulled ";
 
 /// Paths whose content legitimately differs between two runs that both
 /// ended well; their presence is still compared.
@@ -50,6 +60,8 @@ fn ignored(p: &Path) -> bool {
     s.starts_with("var/log/")
         // A killed tool's temp files; systemd-tmpfiles empties /tmp at boot.
         || s.starts_with("tmp/")
+        // containerd's content and state: asked through its CRI instead.
+        || s.starts_with("run/containerd/")
         // apt's binary caches, rebuilt from the lists whenever stale.
         || s.ends_with("pkgcache.bin")
         // dpkg's and debconf's backups of their databases as they were
@@ -110,6 +122,8 @@ struct Counts {
     in_kubeadm_before_bootstrap: u32,
     in_kubeadm_after_bootstrap: u32,
     after_kubeadm: u32,
+    /// Kills that came while containerd was fetching an image for node-init.
+    in_pull: u32,
     converged: u32,
     resets: usize,
     member_resets: usize,
@@ -123,6 +137,10 @@ impl Counts {
             return;
         }
         self.landed += 1;
+        let count = |needle: &str| k.seen.iter().filter(|l| l.contains(needle)).count();
+        if count(PULLING) > count(PULLED) {
+            self.in_pull += 1;
+        }
         *self.per_stage.entry(k.stage.clone().unwrap_or_else(|| "(none yet)".into())).or_default() += 1;
         let dpkg = dpkg_status(root);
         if dpkg != "install ok installed" {
@@ -156,7 +174,8 @@ impl Counts {
             "{} kills, {} landed while node-init ran, per stage {:?}; {} left dpkg mid-upgrade {:?}, {} reruns repaired \
              it with `dpkg --configure -a` ({} found by dpkg's journal); {} rebuilt the trust store after a killed \
              update-ca-certificates; kubernetes: {} before kubeadm, {} in kubeadm before the TLS bootstrap, {} in \
-             kubeadm after it, {} after kubeadm returned; {} reruns converged; kubeadm resets: {}, of members: {}",
+             kubeadm after it, {} after kubeadm returned; {} while containerd fetched an image; {} reruns \
+             converged; kubeadm resets: {}, of members: {}",
             self.kills,
             self.landed,
             self.per_stage,
@@ -169,6 +188,7 @@ impl Counts {
             self.in_kubeadm_before_bootstrap,
             self.in_kubeadm_after_bootstrap,
             self.after_kubeadm,
+            self.in_pull,
             self.converged,
             self.resets,
             self.member_resets,
@@ -186,6 +206,7 @@ impl Counts {
         assert!(self.trust_rebuilt >= 1, "no kill cut update-ca-certificates off: {r}");
         let kubeadm = [self.before_kubeadm, self.in_kubeadm_before_bootstrap, self.in_kubeadm_after_bootstrap];
         assert!(kubeadm.iter().all(|n| *n >= 1) && self.after_kubeadm >= 1, "a side of kubeadm was missed: {r}");
+        assert!(self.in_pull >= 1, "no kill came while containerd fetched an image: {r}");
     }
 }
 
@@ -206,9 +227,12 @@ fn sigkill_anywhere_in_proxy_patch_and_join_then_rerun_converges() {
     let world = World::new();
     let t = world.template.path();
     let reference = Layered::new(t);
+    let containerd = world.containerd(&reference.path());
     let (timeline, status) = kill::run_to_end(&mut command(&reference.path()));
     assert_eq!(status.code(), Some(0), "the uninterrupted run failed:\n{}", timeline.text());
     assert_eq!(apt::installed(&reference.path()), "2");
+    assert_eq!(world.missing(&containerd), Vec::<&str>::new(), "{}", containerd.log());
+    drop(containerd);
     let want =
         Want { entries: entries(&reference.path(), &reference.touched()), statuses: stage_statuses(&reference.path()) };
     drop(reference);
@@ -221,8 +245,12 @@ fn sigkill_anywhere_in_proxy_patch_and_join_then_rerun_converges() {
     for (i, m) in moments.into_iter().enumerate() {
         let node = Layered::new(t);
         let root = node.path();
+        let containerd = world.containerd(&root);
         let k = kill::kill_at(&mut command(&root), &root, m);
+        // The power cut takes containerd too; it starts again at boot.
+        drop(containerd);
         c.killed(&k, &root);
+        let containerd = world.containerd(&root);
         let (rerun, status) = kill::run_to_end(&mut command(&root));
         eprintln!(
             "trial {i:>2}: {:<10} {:?}; the rerun took {:.1?}",
@@ -230,7 +258,11 @@ fn sigkill_anywhere_in_proxy_patch_and_join_then_rerun_converges() {
             programs(&k),
             rerun.took
         );
-        let diff = if status.success() { differences(&want, t, &node) } else { vec!["the rerun failed".into()] };
+        let mut diff = if status.success() { differences(&want, t, &node) } else { vec!["the rerun failed".into()] };
+        let missing = world.missing(&containerd);
+        if !missing.is_empty() {
+            diff.push(format!("containerd lacks {missing:?} after the rerun"));
+        }
         if !diff.is_empty() {
             failures.push(format!(
                 "trial {i} ({m:?}, {k:?}):\n{}\nthe rerun's log:\n{}",

@@ -3,32 +3,28 @@
 //! namespace whose only way out is the proxy: no default route, and a
 //! resolv.conf naming the namespace's own loopback, where nothing answers.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use node_init_tests::cluster::{Secrets, userdata};
-use node_init_tests::kube::{ClusterCa, Serve, api_server};
+use node_init_tests::kube::{Serve, api_server};
 use node_init_tests::kubeadm::Node;
-use node_init_tests::net::{Background, Netns, intercepting_proxy_routes};
-use node_init_tests::registry::{Containerd, KUBE_VIP, Registry, install_cri_pull, kubernetes_images, split_reference};
+use node_init_tests::net::Background;
+use node_init_tests::registry::{Behind, Containerd, KUBE_VIP, kubernetes_images, split_reference};
 use node_init_tests::{output, text};
 
 const PAUSE: &str = "registry.k8s.io/pause:3.10";
 
+/// The registry behind the proxy, holding registry.k8s.io/pause:3.10.
 struct World {
-    // Dropped in this order: the namespace before the proxy it reaches.
-    ns: Netns,
-    _bg: Background,
-    registry: Registry,
-    proxy: String,
-    proxy_log: Arc<Mutex<Vec<String>>>,
-    /// The system's bundle and the proxy's CA, for SSL_CERT_FILE.
-    bundle: PathBuf,
-    cri_pull: PathBuf,
+    behind: Behind,
     pause_digest: String,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for World {
+    type Target = Behind;
+    fn deref(&self) -> &Behind {
+        &self.behind
+    }
 }
 
 impl World {
@@ -39,53 +35,14 @@ impl World {
     /// The proxy sends each of `hosts` to the registry, which holds
     /// registry.k8s.io/pause:3.10.
     fn routing(hosts: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::start(&dir.path().join("registry"));
-        let pause_digest = registry.push("pause", "3.10", 4096);
-        let ns = Netns::new();
-        ns.ip(&["route", "del", "default"]);
-        std::fs::write(ns.etc().join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        let bg = Background::new();
-        let ca = ClusterCa::named("node-init e2e intercepting proxy CA");
-        let (proxy, proxy_log) = intercepting_proxy_routes(
-            &bg,
-            (ns.host_ip, 0).into(),
-            &ca.cert_pem,
-            &ca.key_pem,
-            hosts.iter().map(|h| ((*h).to_owned(), registry.addr())).collect(),
-        );
-        let bundle = dir.path().join("ca-certificates.crt");
-        let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
-        std::fs::write(&bundle, format!("{system}{}", ca.cert_pem)).unwrap();
-        let cri_pull = install_cri_pull(&dir.path().join("root"));
-        let proxy = format!("http://{proxy}");
-        Self { ns, _bg: bg, registry, proxy, proxy_log, bundle, cri_pull, pause_digest, dir }
+        let behind = Behind::routing(hosts);
+        let pause_digest = behind.registry.push("pause", "3.10", 4096);
+        Self { behind, pause_digest }
     }
 
     /// A containerd of its own in the namespace, with `env` only.
     fn containerd(&self, name: &str, env: &[(&str, &str)]) -> Containerd {
-        let containerd = Containerd::start(&self.ns, &self.dir.path().join(name), env);
-        self.wait_status(&containerd);
-        containerd
-    }
-
-    /// Polls `e2e-cri-pull --status` (kubeadm's CRI preflight) for 20 s:
-    /// the CRI plugin answers once it has initialised.
-    fn wait_status(&self, containerd: &Containerd) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = output(Command::new(&self.cri_pull).args(["--socket", &containerd.endpoint(), "--status"]));
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd's CRI did not answer Status in 20 s: {}\n{}",
-                text(&out.stderr),
-                containerd.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.containerd_with(&self.dir.path().join(name), env)
     }
 
     fn pull(&self, containerd: &Containerd, image: &str) -> std::process::Output {
@@ -94,10 +51,6 @@ impl World {
 
     fn pull_all(&self, containerd: &Containerd, images: &[String]) -> std::process::Output {
         output(Command::new(&self.cri_pull).args(["--socket", &containerd.endpoint(), "--timeout", "30"]).args(images))
-    }
-
-    fn proxied(&self) -> Vec<String> {
-        self.proxy_log.lock().unwrap().clone()
     }
 }
 
@@ -207,10 +160,7 @@ fn joining(world: &World) -> (Joining, Containerd) {
     let api = api_server(&bg, "127.0.0.1:0".parse().unwrap(), &s.cluster_ca(), &s.get("token"), Serve::Good);
     let cluster = format!("kubernetes:\n  endpoint: {}\n  version: v1.31.4\n  vip: {{interface: eth0}}\n", api.addr);
     let node = Node::new(&userdata("control-plane", &cluster, &s), 0);
-    let bundle = world.bundle.display().to_string();
-    let env = [("HTTPS_PROXY", world.proxy.as_str()), ("SSL_CERT_FILE", bundle.as_str())];
-    let containerd = Containerd::start(&world.ns, &node.path("run/containerd"), &env);
-    world.wait_status(&containerd);
+    let containerd = world.behind.containerd(&node.path("run/containerd"));
     (Joining { node, _api: api, _bg: bg }, containerd)
 }
 

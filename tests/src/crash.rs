@@ -4,8 +4,12 @@
 //! repository whose new version's preinst and postinst take a while (so
 //! kills land inside dpkg, while it unpacks and while it configures), and joins the API stand-in with the kubeadm double made
 //! as slow as a real join, its TLS bootstrap in the middle (so kills land
-//! before, during and after kubeadm). The root is prepared once; each run
-//! gets it fresh as an overlay ([`crate::overlay`]).
+//! before, during and after kubeadm). Beside the patch, node-init pulls the
+//! worker's images through a real containerd serving on the root's own
+//! socket, from the registry behind an intercepting proxy ([`Behind`]); a
+//! power cut takes that containerd too, and it starts again with the node.
+//! The root is prepared once; each run gets it fresh as an overlay
+//! ([`crate::overlay`]).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,7 @@ use crate::apt::{self, PKG};
 use crate::cluster::{Secrets, userdata};
 use crate::kube::{ApiServer, Serve, api_server};
 use crate::net::Background;
+use crate::registry::{Behind, Containerd};
 use crate::rootfs::{chroot, extracted};
 use crate::{PATH, bin, output, run, self_signed, set_boot_id, text, yaml_block};
 
@@ -25,10 +30,16 @@ const PREINST: &str = "sleep 0.5\n";
 const POSTINST: &str = "sleep 1.5\n";
 const JOIN_HALF: &str = "0.7";
 
-/// The prepared root and the cluster it joins.
+/// The images a v1.31.4 worker pulls (node-init's pre-pull); kube-proxy
+/// weighs enough that a kill can land while containerd fetches it.
+pub const IMAGES: [(&str, usize); 2] =
+    [("registry.k8s.io/kube-proxy:v1.31.4", 32 * 1024 * 1024), ("registry.k8s.io/pause:3.10", 300 * 1024)];
+
+/// The prepared root, the cluster it joins and the registry it pulls from.
 pub struct World {
     pub template: tempfile::TempDir,
     pub api: ApiServer,
+    pub pulls: Behind,
     _bg: Background,
     _secrets: Secrets,
 }
@@ -43,7 +54,23 @@ impl World {
         // chroot no kubelet runs, so the stand-in has it from the start.
         api.register(NODE);
         let template = template(&api.addr.to_string(), &secrets);
-        Self { template, api, _bg: bg, _secrets: secrets }
+        let pulls = Behind::routing(&["registry.k8s.io"]);
+        for (image, bytes) in IMAGES {
+            let (name, tag) = crate::registry::split_reference(image);
+            pulls.registry.push(&name, &tag, bytes);
+        }
+        Self { template, api, pulls, _bg: bg, _secrets: secrets }
+    }
+
+    /// The node's containerd, as its boot starts it: on the root's own
+    /// socket, its content kept under the root's `run/containerd`.
+    pub fn containerd(&self, root: &Path) -> Containerd {
+        self.pulls.containerd(&root.join("run/containerd"))
+    }
+
+    /// The images `containerd` does not have, asked through its CRI.
+    pub fn missing(&self, containerd: &Containerd) -> Vec<&'static str> {
+        IMAGES.iter().map(|(i, _)| *i).filter(|i| !self.pulls.present(containerd, i)).collect()
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Kill {
     pub stage: Option<String>,
     /// The command lines of every process in the root at the kill.
     pub inside: Vec<String>,
+    /// The lines node-init logged before the kill.
+    pub seen: Vec<String>,
 }
 
 impl Kill {
@@ -174,6 +176,7 @@ pub fn kill_at(cmd: &mut Command, root: &Path, m: Moment) -> Kill {
     // one it interrupted.
     seen.extend(rx.iter().map(|(_, l)| l));
     k.stage = seen.iter().rev().find_map(|l| stage_of(l)).map(str::to_owned);
+    k.seen = seen;
     k
 }
 

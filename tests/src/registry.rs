@@ -10,9 +10,13 @@
 //! sends `registry.k8s.io` and `ghcr.io` alike to it, so an image is
 //! pushed under its path without the host.
 //!
+//! [`Behind`] puts it behind an intercepting proxy, reached from a
+//! namespace, with containerds that pull through the proxy.
+//!
 //! [`kubernetes_images`] is the list kubeadm v1.31 pulls, read from its
 //! source; [`CRI_PULL`] pulls through containerd's CRI as kubeadm does.
 
+mod behind;
 mod containerd;
 mod cri;
 mod http;
@@ -23,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use behind::Behind;
 pub use containerd::Containerd;
 pub use cri::{CRI_PULL, install_cri_pull};
 

@@ -136,6 +136,17 @@ impl Ahead {
         slot.send_if_modified(|v| matches!(v, Slot::Running).then(|| *v = next).is_some());
     }
 
+    /// Slots `names` whose work ended without a result (a stage's `ahead`
+    /// that returned without running one) are given up, so no turn waits
+    /// for them.
+    pub fn abandon(&self, names: &[&str]) {
+        for name in names {
+            if let Some(slot) = self.slots.get(name) {
+                slot.send_if_modified(|v| matches!(v, Slot::Running).then(|| *v = Slot::Gone).is_some());
+            }
+        }
+    }
+
     /// A success kept by an earlier run under `key`, as ahead work's result.
     pub fn kept(&self, name: &str, key: &str) -> Option<Done> {
         let kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
