@@ -59,8 +59,11 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
 
     // The join: discovery against the VIP, then the recording kubeadm.
     assert!(api.requests() >= 2, "cluster-info was read {} time(s)", api.requests());
-    assert_eq!(boot.file("/var/log/kubeadm/argv").trim(), "join --config /etc/node-init/kubeadm.yaml");
-    let config = boot.file("/var/log/kubeadm/config.1");
+    // kubeadm listed its images for the pre-pull, then joined, once.
+    let argv = boot.file("/var/log/kubeadm/argv");
+    let list = format!("config images list --kubernetes-version {VERSION} --image-repository registry.k8s.io");
+    assert_eq!(argv.lines().collect::<Vec<_>>(), [list.as_str(), "join --config /etc/node-init/kubeadm.yaml"]);
+    let config = join_config(&boot);
     assert!(config.starts_with("apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n"), "{config}");
     assert!(config.contains(&format!("apiServerEndpoint: {}:6443", w.vip)), "{config}");
     assert!(config.contains(&format!("- {}", w.secrets.get("ca-cert-hash"))), "{config}");
@@ -107,6 +110,14 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
     );
     drop(tree);
     side_by_side_with_cloud_init(&w, &boot);
+}
+
+/// The kubeadm config the join read: the double keeps each call's
+/// `--config` under the call's number.
+fn join_config(boot: &Boot) -> String {
+    let argv = boot.file("/var/log/kubeadm/argv");
+    let n = argv.lines().position(|l| l.starts_with("join ")).unwrap_or_else(|| panic!("no join in {argv:?}")) + 1;
+    boot.file(&format!("/var/log/kubeadm/config.{n}"))
 }
 
 /// A stage's record in `status --output json`.
@@ -205,7 +216,7 @@ fn a_first_boot_without_a_reboot_pulls_through_the_proxy_and_joins_the_control_p
     let proxied = w.proxy_log.lock().unwrap().clone();
     assert!(proxied.iter().any(|c| c == "CONNECT registry.k8s.io:443"), "{proxied:?}");
     assert!(serial.contains("fake-kubeadm: join --config /etc/node-init/kubeadm.yaml"), "{}", tail(serial));
-    let config = boot.file("/var/log/kubeadm/config.1");
+    let config = join_config(&boot);
     assert!(config.contains("controlPlane:"), "{config}");
     assert!(config.contains(&format!("name: \"{FQDN}\"")), "{config}");
     assert!(api.requests() >= 2, "cluster-info was read {} time(s)", api.requests());
@@ -349,7 +360,8 @@ fn a_wrong_ca_hash_fails_the_unit_visibly_and_kubeadm_is_never_called() {
         "{}",
         tail(serial)
     );
-    assert!(!serial.contains("fake-kubeadm:"), "kubeadm was called:\n{}", tail(serial));
+    // kubeadm only listed the images for the pre-pull; it never joined.
+    assert!(!serial.contains("fake-kubeadm: join"), "kubeadm join was called:\n{}", tail(serial));
     assert!(!serial.contains("e2e-report:"), "the node was reported done:\n{}", tail(serial));
     assert!(api.requests() >= 1, "node-init never read cluster-info");
     assert_eq!(boot.boots(), 1);

@@ -12,7 +12,8 @@
 //! what is not there yet; containerd resumes a layer a killed pull left
 //! half-fetched. Pulls go three at a time, each image tried
 //! [`ATTEMPTS`] times with jittered backoff (a patch that restarts
-//! containerd interrupts a pull), each try bounded by [`PULL_TIMEOUT`].
+//! containerd interrupts a pull; each try first waits for its socket, up to
+//! [`SOCKET_WAIT`]), each bounded by [`PULL_TIMEOUT`].
 //! Every image that still fails is named, with containerd's own error.
 //!
 //! Under `--root` nothing is pulled unless a containerd answers on the
@@ -100,7 +101,6 @@ pub async fn ensure(cx: &Context<'_>, k: &Kubernetes, v: Option<KubeVersion>) ->
         cx.note(format!("would pull what containerd lacks of: {}", images.join(", ")));
         return Ok(Done::new(details));
     }
-    wait_for_socket(&socket).await?;
     let started = Instant::now();
     let socket = socket.as_path();
     let gate = &tokio::sync::Semaphore::new(AT_ONCE);
@@ -145,7 +145,7 @@ enum Got {
 
 /// One image: present, or pulled within [`ATTEMPTS`] tries.
 async fn one(socket: &Path, image: &str) -> Result<Got> {
-    let deadline = Instant::now() + (PULL_TIMEOUT + ATTEMPTS.max) * ATTEMPTS.attempts;
+    let deadline = Instant::now() + (SOCKET_WAIT + PULL_TIMEOUT + ATTEMPTS.max) * ATTEMPTS.attempts;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -161,7 +161,7 @@ async fn one(socket: &Path, image: &str) -> Result<Got> {
 }
 
 async fn try_once(socket: &Path, image: &str) -> Result<Got> {
-    let cri = Cri::connect(socket, CALL_TIMEOUT).await?;
+    let cri = connected(socket).await?;
     if cri.present(image, CALL_TIMEOUT).await.map_err(|s| status_error(socket, "ImageStatus", &s))?.is_some() {
         tracing::debug!(image, "already in containerd");
         return Ok(Got::Present);
@@ -173,12 +173,13 @@ async fn try_once(socket: &Path, image: &str) -> Result<Got> {
     Ok(Got::Pulled)
 }
 
-/// containerd's socket, waited for (a patch may be restarting containerd).
-async fn wait_for_socket(socket: &Path) -> Result<()> {
+/// A connection to containerd, waited for up to [`SOCKET_WAIT`]: the patch
+/// beside the pulls may be upgrading and restarting containerd.
+async fn connected(socket: &Path) -> Result<Cri> {
     let deadline = Instant::now() + SOCKET_WAIT;
     loop {
         match Cri::connect(socket, CALL_TIMEOUT).await {
-            Ok(_) => return Ok(()),
+            Ok(cri) => return Ok(cri),
             Err(e) if Instant::now() >= deadline => {
                 return Err(
                     e.context(format!("containerd did not answer for {}", humantime::format_duration(SOCKET_WAIT)))
@@ -197,19 +198,10 @@ mod tests {
         crate::config::parse(yaml, "t").unwrap().kubernetes.unwrap()
     }
 
-    const LISTED: [&str; 7] = [
-        "registry.k8s.io/kube-apiserver:v1.31.4",
-        "registry.k8s.io/kube-controller-manager:v1.31.4",
-        "registry.k8s.io/kube-scheduler:v1.31.4",
-        "registry.k8s.io/kube-proxy:v1.31.4",
-        "registry.k8s.io/coredns/coredns:v1.11.3",
-        "registry.k8s.io/pause:3.10",
-        "registry.k8s.io/etcd:3.5.15-0",
-    ];
-
     #[test]
     fn a_worker_pulls_the_sandbox_and_kube_proxy_and_a_control_plane_node_everything_and_kube_vip() {
-        let listed = || LISTED.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // What `kubeadm config images list` prints for v1.31.4.
+        let listed = || node_init_tests::registry::kubernetes_images("v1.31.4", "registry.k8s.io");
         let join = |role: &str, extra: &str| {
             format!(
                 "kubernetes:\n  role: {role}\n  endpoint: 10.11.12.100:6443\n  version: v1.31.4\n  \
