@@ -59,10 +59,11 @@ fn first_boot_patches_reboots_trusts_the_proxy_ca_resolves_and_joins() {
 
     // The join: discovery against the VIP, then the recording kubeadm.
     assert!(api.requests() >= 2, "cluster-info was read {} time(s)", api.requests());
-    // kubeadm listed its images for the pre-pull, then joined, once.
+    // kubeadm listed its images for the pre-pull in each boot, then joined,
+    // once.
     let argv = boot.file("/var/log/kubeadm/argv");
     let list = format!("config images list --kubernetes-version {VERSION} --image-repository registry.k8s.io");
-    assert_eq!(argv.lines().collect::<Vec<_>>(), [list.as_str(), "join --config /etc/node-init/kubeadm.yaml"]);
+    assert_eq!(argv.lines().collect::<Vec<_>>(), [&list, &list, "join --config /etc/node-init/kubeadm.yaml"]);
     let config = join_config(&boot);
     assert!(config.starts_with("apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n"), "{config}");
     assert!(config.contains(&format!("apiServerEndpoint: {}:6443", w.vip)), "{config}");
