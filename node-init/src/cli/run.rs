@@ -50,12 +50,24 @@ pub async fn run(a: Args) -> Result<u8> {
     let opts = Options { only: a.only, skip: a.skip, no_reboot: a.no_reboot };
     let reporter = if a.dry_run { None } else { reporter(&root, &node, &loaded.config) };
     let end = pipeline::run_reported(stages::TABLE, &cx, &opts, reporter.as_ref()).await?;
+    own_cpu();
     if a.dry_run {
         let plan = cx.plan();
         let text = if plan.is_empty() { "nothing would change\n".to_owned() } else { plan.join("\n") + "\n" };
         super::print(&text)?;
     }
     Ok(super::end_code(end))
+}
+
+/// Logs node-init's own CPU time in this run: its threads only, not the
+/// commands it ran (apt, dpkg, kubeadm), which the unit's accounting
+/// counts with it.
+fn own_cpu() {
+    use nix::sys::resource::{UsageWho, getrusage};
+    if let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) {
+        let ms = |t: nix::sys::time::TimeVal| t.tv_sec() * 1000 + t.tv_usec() / 1000;
+        tracing::info!(user_ms = ms(u.user_time()), system_ms = ms(u.system_time()), "node-init's own CPU time");
+    }
 }
 
 /// The MAAS reporter, when curtin left the node its reporting settings. A
