@@ -73,7 +73,7 @@ pub async fn run_reported(
     let key = fingerprint_key(cx)?;
     let (ahead, early) = plan_ahead(&selected, cx, &key, &st);
     cx.set_ahead(ahead.clone());
-    let in_order = in_order(stages, &selected, cx, opts, &key, &mut st, report, ahead.as_deref());
+    let in_order = in_order(stages, &selected, cx, opts, &key, &mut st, report);
     let end = match &ahead {
         None => in_order.await,
         Some(a) => {
@@ -118,10 +118,7 @@ fn plan_ahead<'s>(
         .iter()
         .map(|s| **s)
         .filter(|s| !s.ahead_slots(cx.config).is_empty())
-        .filter(|s| {
-            let inputs = fingerprint(*s, cx, key);
-            !st.stages.get(s.name()).is_some_and(|r| r.status.settled() && r.inputs == inputs)
-        })
+        .filter(|s| !settled(st.stages.get(s.name()), &fingerprint(*s, cx, key)))
         .collect();
     if later.is_empty() {
         return (None, Vec::new());
@@ -131,9 +128,13 @@ fn plan_ahead<'s>(
     (Some(std::sync::Arc::new(ahead)), later)
 }
 
-/// The stages one after another, in the table's order; with `ahead`, the
-/// work ahead starts as the first stage that overlaps is reached.
-#[allow(clippy::too_many_arguments)]
+/// A record that needs no rerun: settled with the same inputs.
+fn settled(rec: Option<&StageRecord>, inputs: &str) -> bool {
+    rec.is_some_and(|r| r.status.settled() && r.inputs == inputs)
+}
+
+/// The stages one after another, in the table's order; in an overlapped
+/// run, the work ahead starts as the first stage that overlaps is reached.
 async fn in_order(
     stages: &[&dyn Stage],
     selected: &[&&dyn Stage],
@@ -142,11 +143,10 @@ async fn in_order(
     key: &[u8],
     st: &mut State,
     report: Option<&Reporter>,
-    ahead: Option<&Ahead>,
 ) -> Result<End> {
     for stage in selected.iter().copied() {
         if stage.overlaps()
-            && let Some(a) = ahead
+            && let Some(a) = cx.ahead()
         {
             tracing::info!(stage = stage.name(), "what needs no package lock starts beside this stage");
             a.start();
@@ -255,7 +255,7 @@ async fn run_one(
     let inputs = fingerprint(stage, cx, key);
     let prev = st.stages.get(name).cloned();
     if let Some(rec) = &prev {
-        if rec.status.settled() && rec.inputs == inputs {
+        if settled(Some(rec), &inputs) {
             tracing::debug!("already {}", rec.status.as_str());
             return Ok(End::Done);
         }
