@@ -242,9 +242,6 @@ impl Stage for Later<'_> {
         &["later"]
     }
     async fn ahead(&self, _: &Context<'_>, ahead: &Ahead) {
-        if let Some(done) = ahead.kept("later", "same inputs") {
-            return ahead.run("later", Some("same inputs".into()), async { Ok(done) }).await;
-        }
         let work = async {
             self.log.push("later: ahead start");
             tokio::time::sleep(Duration::from_secs(self.secs)).await;

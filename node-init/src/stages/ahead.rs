@@ -104,7 +104,8 @@ impl Ahead {
     }
 
     /// Runs `work` for slot `name`, unless its turn stops it first. With
-    /// `keep`, a success is also kept in the state under that key.
+    /// `keep`, a success an earlier run kept under that key is the result
+    /// and `work` never runs; a new success is kept under it.
     pub async fn run<F>(&self, name: &'static str, keep: Option<String>, work: F)
     where
         F: std::future::Future<Output = anyhow::Result<Done>>,
@@ -116,6 +117,13 @@ impl Ahead {
             Ok(s) if matches!(*s, Slot::Running) => {}
             _ => return,
         }
+        let earlier = keep.as_deref().and_then(|key| self.kept(name, key));
+        let work = async move {
+            match earlier {
+                Some(done) => Ok(done),
+                None => work.await,
+            }
+        };
         let result = tokio::select! {
             r = work => r,
             _ = rx.wait_for(|s| !matches!(s, Slot::Running)) => {

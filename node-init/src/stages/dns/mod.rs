@@ -68,10 +68,7 @@ impl Stage for DnsStage {
             f.add("address", ip);
         }
         let key = f.finish();
-        match ahead.kept("dns", &key) {
-            Some(done) => ahead.run("dns", Some(key), async { Ok(done) }).await,
-            None => ahead.run("dns", Some(key), resolve(cx)).await,
-        }
+        ahead.run("dns", Some(key), resolve(cx)).await;
     }
 
     async fn run(&self, cx: &Context<'_>) -> Result<Outcome> {

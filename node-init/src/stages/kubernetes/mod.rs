@@ -119,10 +119,7 @@ impl Stage for KubernetesStage {
                 f.add("ca_cert_hash", &h.0);
             }
             let key = f.finish();
-            match ahead.kept("discovery", &key) {
-                Some(done) => ahead.run("discovery", Some(key), async { Ok(done) }).await,
-                None => ahead.run("discovery", Some(key), discovered(cx, k, token)).await,
-            }
+            ahead.run("discovery", Some(key), discovered(cx, k, token)).await;
         };
         tokio::join!(pull, discover);
     }
