@@ -95,11 +95,18 @@ fn a_lossy_a_slow_a_narrow_and_a_blackholed_peer_each_fail_by_name_within_the_bu
     );
     assert!(r.contains(&lossy_line), "{r}");
 
+    // The echo is held 150 ms; a loaded machine adds to that, never takes
+    // from it, so the reported maximum is at least 150 ms.
     let slow_line = format!(
-        "{} (control-plane): tcp 6443 open, 2379 open, 2380 open, 10250 open, 0/10 echoes lost, rtt max 15",
+        "{} (control-plane): tcp 6443 open, 2379 open, 2380 open, 10250 open, 0/10 echoes lost, rtt max ",
         slow.addr
     );
-    assert!(r.contains(&slow_line) && r.contains(" ms (over 100.0 ms), MTU 1500"), "{r}");
+    let rtt: f64 = r
+        .split_once(&slow_line)
+        .and_then(|(_, rest)| rest.split_once(" ms (over 100.0 ms), MTU 1500"))
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no slow peer's rtt over the limit in {r}"));
+    assert!((150.0..1000.0).contains(&rtt), "the slow peer's rtt max {rtt} ms: {r}");
     assert!(
         r.contains(&format!(
             "{} (control-plane): tcp 6443 refused (reachable), 2379 refused (reachable), 2380 refused (reachable), \
@@ -118,7 +125,9 @@ fn a_lossy_a_slow_a_narrow_and_a_blackholed_peer_each_fail_by_name_within_the_bu
         "{r}"
     );
     assert!(r.contains(&format!("(fine: {} (control-plane): tcp 6443 refused (reachable)", fine.addr)), "{r}");
-    assert!(took < Duration::from_millis(2600), "the probes' 2 s budget, yet {took:?}");
+    // One budget for every peer: peer by peer, the blackholed and the narrow
+    // one would each spend the whole 2 s.
+    assert!(took < Duration::from_millis(3000), "the probes' 2 s budget, yet {took:?}");
 }
 
 #[test]
