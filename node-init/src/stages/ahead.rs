@@ -45,27 +45,18 @@ enum Slot {
     /// Not started (the pipeline has not reached the stage it runs beside).
     Idle,
     Running,
-    Ok(Box<DoneCopy>),
+    /// A success, with the [`Kept`] key it was made under, if any.
+    Ok(Box<Done>, Option<String>),
     /// Failed or stopped; the stage will do the work at its turn.
     Gone,
 }
 
-/// A [`Done`] that can be handed out more than once.
-#[derive(Debug, Clone)]
-struct DoneCopy {
-    summary: Option<String>,
-    details: Details,
-    key: Option<String>,
-}
-
-impl DoneCopy {
-    /// The result as its stage reports it, marked `NAME_done_ahead` with
-    /// the boot it was done in.
-    fn done(&self, name: &str, boot_id: &str) -> Done {
-        let mut details = self.details.clone();
-        details.entry(format!("{name}_done_ahead")).or_insert_with(|| boot_id.into());
-        Done { summary: self.summary.clone(), details }
-    }
+/// `done` as its stage reports it, marked `NAME_done_ahead` with the boot
+/// it was done in (unless it carries the mark of an earlier boot).
+fn marked(done: &Done, name: &str, boot_id: &str) -> Done {
+    let mut done = done.clone();
+    done.details.entry(format!("{name}_done_ahead")).or_insert_with(|| boot_id.into());
+    done
 }
 
 /// The slots of one run's ahead work, by name (`dns`, `discovery`,
@@ -134,7 +125,7 @@ impl Ahead {
         let next = match result {
             Ok(done) => {
                 tracing::info!(work = name, "done ahead of its turn");
-                Slot::Ok(Box::new(DoneCopy { summary: done.summary, details: done.details, key: keep }))
+                Slot::Ok(Box::new(done), keep)
             }
             Err(e) => {
                 tracing::warn!(work = name, error = %format!("{e:#}"), "failed ahead of its turn; the stage will try again at its turn");
@@ -170,8 +161,8 @@ impl Ahead {
         let slot = self.slots.get(name)?;
         let mut out = None;
         slot.send_modify(|v| {
-            if let Slot::Ok(d) = v {
-                out = Some(d.done(name, &self.boot_id));
+            if let Slot::Ok(d, _) = v {
+                out = Some(marked(d, name, &self.boot_id));
             } else {
                 *v = Slot::Gone;
             }
@@ -185,7 +176,7 @@ impl Ahead {
         let mut rx = slot.subscribe();
         let settled = rx.wait_for(|s| !matches!(s, Slot::Running)).await.ok()?.clone();
         match settled {
-            Slot::Ok(d) => Some(d.done(name, &self.boot_id)),
+            Slot::Ok(d, _) => Some(marked(&d, name, &self.boot_id)),
             _ => None,
         }
     }
@@ -195,8 +186,7 @@ impl Ahead {
     pub fn to_keep(&self) -> BTreeMap<String, Kept> {
         let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (name, slot) in &self.slots {
-            if let Slot::Ok(d) = &*slot.borrow()
-                && let Some(key) = &d.key
+            if let Slot::Ok(d, Some(key)) = &*slot.borrow()
                 && kept.get(*name).is_none_or(|k| &k.key != key)
             {
                 kept.insert(

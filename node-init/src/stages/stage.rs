@@ -22,7 +22,7 @@ pub type Details = serde_json::Map<String, serde_json::Value>;
 
 /// A finished stage's report: the one line an operator reads first, and
 /// the details behind it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Done {
     pub summary: Option<String>,
     pub details: Details,
