@@ -124,7 +124,8 @@ fn plan_ahead<'s>(
         return (None, Vec::new());
     }
     let slots: Vec<&'static str> = later.iter().flat_map(|s| s.ahead_slots(cx.config).iter().copied()).collect();
-    let ahead = Ahead::new(&slots, st.ahead.clone(), key, &cx.node.boot_id);
+    let ahead = Ahead::new(&slots, st.ahead.clone(), key, &cx.node.boot_id)
+        .showing_progress_in(cx.root.path(crate::stages::ahead::PROGRESS_PATH));
     (Some(std::sync::Arc::new(ahead)), later)
 }
 
@@ -156,6 +157,11 @@ async fn in_order(
         }
         let span = tracing::info_span!("stage", stage = stage.name());
         let end = run_one(*stage, cx, opts, key, st, report).instrument(span).await?;
+        if let Some(a) = cx.ahead() {
+            // A stage that settled without taking its work (skipped, or
+            // settled before) has no use for it any more.
+            a.turn_over(stage.ahead_slots(cx.config));
+        }
         if end == End::Failed {
             let error = st.stages.get(stage.name()).and_then(|r| r.last_error.clone()).unwrap_or_default();
             tell(cx, st, report, Transition::Failed { stage: stage.name(), error: &error }).await?;

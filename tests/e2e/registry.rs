@@ -164,6 +164,34 @@ fn joining(world: &World) -> (Joining, Containerd) {
     (Joining { node, _api: api, _bg: bg }, containerd)
 }
 
+/// `status` (as a table, and as JSON) of the live `run` on `node`, as soon
+/// as both show `wanted` in the work ahead's progress; within a minute, and
+/// before the run ends.
+fn watch_status(node: &Node, run: &mut std::process::Child, wanted: &str) -> (String, serde_json::Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let table = text(&node_init_tests::node_init(&["status", "--root", &node.arg()]).stdout);
+        if table.contains(wanted) {
+            let json = node_init_tests::node_init(&["status", "--root", &node.arg(), "--output", "json"]);
+            let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+            // The same moment, unless the work moved on in between.
+            if json["ahead"]["work"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|w| w["progress"].as_str().is_some_and(|p| p.contains(wanted)))
+            {
+                return (table, json);
+            }
+        }
+        if let Some(end) = run.try_wait().unwrap() {
+            panic!("the run ended ({end}) before status showed {wanted:?}; last status:\n{table}");
+        }
+        assert!(std::time::Instant::now() < deadline, "status never showed {wanted:?}:\n{table}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn kubernetes_record(node: &Node) -> serde_json::Value {
     let status = node_init_tests::node_init(&["status", "--root", &node.arg(), "--output", "json"]);
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -220,7 +248,34 @@ fn an_image_the_registry_lacks_fails_the_kubernetes_stage_naming_it_and_kubeadm_
     world.registry.push_all(&others, 4096);
     let (j, _containerd) = joining(&world);
 
-    let out = j.node.run();
+    let mut run = node_init_tests::node_init_command(&["run", "--root", &j.node.arg()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the two failing images are tried again (2 s, then 4 s apart),
+    // `status` shows the pulls beside the kubernetes stage's wait for them.
+    let (table, json) = watch_status(&j.node, &mut run, "6/8 in containerd; pulling ");
+    let out = run.wait_with_output().unwrap();
+    assert!(table.contains(&format!("ahead of its turn (run pid {}):\n", json["ahead"]["pid"])), "{table}");
+    let images = json["ahead"]["work"].as_array().unwrap().iter().find(|w| w["name"] == "images").unwrap();
+    assert_eq!(images["state"], "running", "{json}");
+    let since = images["since"].as_str().unwrap();
+    assert!(table.contains(&format!("  images     {since}  running: 6/8 in containerd; pulling ")), "{table}");
+    // The DNS stage was skipped under --root: its work stopped with its turn.
+    assert!(table.contains("  dns        ") && table.contains("  stopped at its stage's turn\n"), "{table}");
+    // The six present; the two failing ones (or the one still being tried
+    // once the other has given up) are being pulled.
+    let progress = images["progress"].as_str().unwrap_or_default();
+    let pulling = progress.strip_prefix("6/8 in containerd; pulling ").unwrap_or_else(|| panic!("{json}"));
+    let short = |i: &str| i.rsplit('/').next().unwrap().to_owned();
+    let failing = [short(&etcd), short(KUBE_VIP)];
+    assert!(pulling.split(", ").all(|p| failing.contains(&p.to_owned())), "{json}");
+    // The run is over: nothing is shown ahead, and nothing is left on /run.
+    let after = node_init_tests::node_init(&["status", "--root", &j.node.arg(), "--output", "json"]);
+    let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert!(after.get("ahead").is_none(), "{after}");
+    assert!(!j.node.path("run/node-init").exists());
 
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let rec = kubernetes_record(&j.node);

@@ -93,13 +93,14 @@ fn debug_build(name: &str) -> PathBuf {
 
 /// Runs `node-init ARGS` with a clean environment and returns its output.
 pub fn node_init(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", PATH)
-        .env("NODE_INIT_LOG", "info")
-        .output()
-        .expect("starting node-init")
+    node_init_command(args).output().expect("starting node-init")
+}
+
+/// `node-init ARGS` with a clean environment, to start.
+pub fn node_init_command(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).env_clear().env("PATH", PATH).env("NODE_INIT_LOG", "info");
+    c
 }
 
 /// Runs the debug `node-image ARGS` with a clean environment plus `env`.

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::root::Root;
 use crate::stages;
+use crate::stages::ahead::Progress;
 use crate::state::{self, StageRecord, State};
 
 #[derive(Debug, clap::Args)]
@@ -25,7 +26,15 @@ pub fn run(a: Args) -> Result<u8> {
     let root = super::root_arg(a.root.as_deref())?;
     let st = State::load(&root)?;
     let text = match a.output {
-        Format::Json => serde_json::to_string_pretty(&as_json(&root, &st))? + "\n",
+        Format::Json => {
+            let mut v = as_json(&root, &st);
+            // Shown to the operator, never in what a failure tells MAAS:
+            // nothing ahead of its turn writes an event.
+            if let Some(p) = Progress::live(&root) {
+                v["ahead"] = serde_json::to_value(p)?;
+            }
+            serde_json::to_string_pretty(&v)? + "\n"
+        }
         Format::Table => table(&root, &st),
     };
     super::print(&text)?;
@@ -71,6 +80,19 @@ fn detail(r: &StageRecord) -> String {
     [said, rebooted].into_iter().flatten().collect::<Vec<_>>().join("; ")
 }
 
+/// The live run's work ahead of its turn, one line per piece of work.
+fn ahead(p: &Progress) -> String {
+    let mut out = format!("ahead of its turn (run pid {}):\n", p.pid);
+    let width = p.work.iter().map(|w| w.name.len()).max().unwrap_or(0);
+    for w in &p.work {
+        let state = w.state.lines().next().unwrap_or_default();
+        let since = if w.since.is_empty() { "-" } else { &w.since };
+        let progress = if w.progress.is_empty() { String::new() } else { format!(": {}", w.progress) };
+        out.push_str(&format!("  {:<width$}  {since}  {state}{progress}\n", w.name));
+    }
+    out
+}
+
 fn table(root: &Root, st: &State) -> String {
     let mut rows = vec![["STAGE", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "DETAIL"].map(String::from)];
     for name in ordered(st) {
@@ -98,6 +120,9 @@ fn table(root: &Root, st: &State) -> String {
     }
     for rb in &st.reboots {
         out.push_str(&format!("reboot: {} from boot {} at {} ({})\n", rb.stage, rb.boot_id, rb.at, rb.reason));
+    }
+    if let Some(p) = Progress::live(root) {
+        out.push_str(&ahead(&p));
     }
     if !st.maas.is_empty() {
         out.push_str(&st.maas.table());

@@ -18,14 +18,70 @@
 //!   state ([`Kept`], under a key of everything it was made from), so after
 //!   the patch's reboot it is taken rather than asked again. Pulled images
 //!   need no record: containerd keeps them.
+//! - While the run lives, the work's state and progress ("5/8 in
+//!   containerd; pulling etcd") are shown to `status` through a file under
+//!   /run ([`PROGRESS_PATH`]), which the run removes as it ends and a reboot
+//!   clears.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{Details, Done, Fingerprint};
+
+/// Where a live run shows its work ahead to `status`: on /run, a tmpfs, so
+/// nothing of it outlives the boot.
+pub const PROGRESS_PATH: &str = "/run/node-init/ahead.json";
+
+/// What [`PROGRESS_PATH`] holds. No secret is in it: slot names, states,
+/// image names and the errors the journal has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The run's process, and its start time (field 22 of
+    /// `/proc/PID/stat`), so a file a killed run left is not taken for a
+    /// live run's even if its pid is reused.
+    pub pid: u32,
+    pub started: u64,
+    pub boot_id: String,
+    pub work: Vec<WorkProgress>,
+}
+
+/// One slot's line in [`Progress`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkProgress {
+    pub name: String,
+    /// `running`, `done`, `failed: ERROR` (its stage does it again at its
+    /// turn), `stopped at its stage's turn` (which came first, or passed
+    /// without it) or `not needed`.
+    pub state: String,
+    /// When it entered that state.
+    pub since: String,
+    /// How far running work is, when it says.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub progress: String,
+}
+
+impl Progress {
+    /// The progress a live run shows under `root`, if a run is live: its
+    /// process is the one that wrote the file, in this boot.
+    pub fn live(root: &crate::root::Root) -> Option<Self> {
+        let text = root.read_string_opt(PROGRESS_PATH).ok()??;
+        let p: Self = serde_json::from_str(&text).ok()?;
+        let boot = crate::state::boot_id(root).ok()?;
+        (p.boot_id == boot && process_start(p.pid) == Some(p.started)).then_some(p)
+    }
+}
+
+/// A process's start time in clock ticks since boot, from `/proc/PID/stat`
+/// (field 22; the command in field 2 may hold spaces and parentheses, so
+/// fields are counted after its last `)`).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
 
 /// A success kept across runs (and reboots) in the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,13 +122,69 @@ pub struct Ahead {
     kept: Mutex<BTreeMap<String, Kept>>,
     fingerprint_key: Vec<u8>,
     boot_id: String,
+    /// The file [`Progress`] is shown in, and what it shows.
+    shown: Option<PathBuf>,
+    progress: Mutex<Progress>,
 }
 
 impl Ahead {
     /// `names` are the slots this run may fill; `kept` the state's record.
     pub fn new(names: &[&'static str], kept: BTreeMap<String, Kept>, fingerprint_key: &[u8], boot_id: &str) -> Self {
         let slots = names.iter().map(|n| (*n, watch::Sender::new(Slot::Idle))).collect();
-        Self { slots, kept: Mutex::new(kept), fingerprint_key: fingerprint_key.to_vec(), boot_id: boot_id.to_owned() }
+        let pid = std::process::id();
+        let progress = Progress {
+            pid,
+            started: process_start(pid).unwrap_or_default(),
+            boot_id: boot_id.to_owned(),
+            work: names
+                .iter()
+                .map(|n| WorkProgress { name: (*n).into(), state: "waiting".into(), ..Default::default() })
+                .collect(),
+        };
+        Self {
+            slots,
+            kept: Mutex::new(kept),
+            fingerprint_key: fingerprint_key.to_vec(),
+            boot_id: boot_id.to_owned(),
+            shown: None,
+            progress: Mutex::new(progress),
+        }
+    }
+
+    /// Shows the work's [`Progress`] in `path` (the root's
+    /// [`PROGRESS_PATH`]) from [`Ahead::start`] until the value is dropped.
+    pub fn showing_progress_in(mut self, path: PathBuf) -> Self {
+        self.shown = Some(path);
+        self
+    }
+
+    /// How far `name`'s running work is, for `status`.
+    pub fn progress(&self, name: &str, line: impl Into<String>) {
+        if self.running(name) {
+            self.show(name, None, Some(line.into()));
+        }
+    }
+
+    /// Records `name`'s new state (and clears its progress) or its
+    /// progress, and rewrites the shown file. Showing is best effort: it
+    /// never changes the run.
+    fn show(&self, name: &str, state: Option<String>, line: Option<String>) {
+        let Some(path) = &self.shown else { return };
+        let mut p = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = p.work.iter_mut().find(|w| w.name == name) {
+            if let Some(state) = state {
+                w.state = state;
+                w.since = crate::state::now_rfc3339();
+                w.progress.clear();
+            }
+            if let Some(line) = line {
+                w.progress = line;
+            }
+        }
+        let text = serde_json::to_string_pretty(&*p).unwrap_or_default() + "\n";
+        if let Err(e) = crate::root::write_atomic(path, text.as_bytes(), 0o644) {
+            tracing::debug!(error = %format!("{e:#}"), "could not show the work ahead");
+        }
     }
 
     /// A fingerprint under the node's key, for a [`Kept`] key.
@@ -84,8 +196,10 @@ impl Ahead {
     /// work start, so a turn that comes before the work is first polled
     /// waits for it rather than doing it twice.
     pub fn start(&self) {
-        for s in self.slots.values() {
-            s.send_if_modified(|v| matches!(v, Slot::Idle).then(|| *v = Slot::Running).is_some());
+        for (name, s) in &self.slots {
+            if s.send_if_modified(|v| matches!(v, Slot::Idle).then(|| *v = Slot::Running).is_some()) {
+                self.show(name, Some("running".into()), None);
+            }
         }
     }
 
@@ -122,17 +236,20 @@ impl Ahead {
                 return;
             }
         };
-        let next = match result {
+        let (next, state) = match result {
             Ok(done) => {
                 tracing::info!(work = name, "done ahead of its turn");
-                Slot::Ok(Box::new(done), keep)
+                (Slot::Ok(Box::new(done), keep), "done".to_owned())
             }
             Err(e) => {
-                tracing::warn!(work = name, error = %format!("{e:#}"), "failed ahead of its turn; the stage will try again at its turn");
-                Slot::Gone
+                let e = format!("{e:#}");
+                tracing::warn!(work = name, error = %e, "failed ahead of its turn; the stage will try again at its turn");
+                (Slot::Gone, format!("failed: {e}"))
             }
         };
-        slot.send_if_modified(|v| matches!(v, Slot::Running).then(|| *v = next).is_some());
+        if slot.send_if_modified(|v| matches!(v, Slot::Running).then(|| *v = next).is_some()) {
+            self.show(name, Some(state), None);
+        }
     }
 
     /// Slots `names` whose work ended without a result (a stage's `ahead`
@@ -140,8 +257,10 @@ impl Ahead {
     /// for them.
     pub fn abandon(&self, names: &[&str]) {
         for name in names {
-            if let Some(slot) = self.slots.get(name) {
-                slot.send_if_modified(|v| matches!(v, Slot::Running).then(|| *v = Slot::Gone).is_some());
+            if let Some(slot) = self.slots.get(name)
+                && slot.send_if_modified(|v| matches!(v, Slot::Running).then(|| *v = Slot::Gone).is_some())
+            {
+                self.show(name, Some("not needed".into()), None);
             }
         }
     }
@@ -160,14 +279,26 @@ impl Ahead {
     pub fn take(&self, name: &str) -> Option<Done> {
         let slot = self.slots.get(name)?;
         let mut out = None;
+        let mut stopped = false;
         slot.send_modify(|v| {
             if let Slot::Ok(d, _) = v {
                 out = Some(marked(d, name, &self.boot_id));
             } else {
+                stopped = matches!(v, Slot::Running);
                 *v = Slot::Gone;
             }
         });
+        if stopped {
+            self.show(name, Some("stopped at its stage's turn".into()), None);
+        }
         out
+    }
+
+    /// After the stage's turn: work still under way for it is stopped.
+    pub fn turn_over(&self, names: &[&str]) {
+        for name in names {
+            self.take(name);
+        }
     }
 
     /// At the stage's turn: waits for work under way, then its success.
@@ -202,6 +333,22 @@ impl Ahead {
             }
         }
         kept.clone()
+    }
+}
+
+impl Drop for Ahead {
+    /// The run is ending: nothing is ahead any more. The directory goes
+    /// too when nothing else is in it.
+    fn drop(&mut self) {
+        let Some(path) = &self.shown else { return };
+        if let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!(error = %e, path = %path.display(), "could not remove the work ahead's progress");
+        }
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -271,5 +418,78 @@ mod tests {
         });
         let ((), waited) = tokio::join!(pulls, a.wait("images"));
         assert_eq!(waited.and_then(|d| d.summary).as_deref(), Some("pulled"));
+    }
+
+    /// What `status` reads while the run lives: each slot's state as it
+    /// changes, in the pipeline's order, the progress of running work, and
+    /// nothing once the run (the value) is gone.
+    #[tokio::test(start_paused = true)]
+    async fn the_work_is_shown_as_it_goes_and_the_file_goes_with_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::Root::new(dir.path()).unwrap();
+        let path = root.path(PROGRESS_PATH);
+        // The boot id `status` compares with the file's.
+        let boot = crate::state::boot_id(&root).unwrap();
+        let a = Ahead::new(&["dns", "discovery", "images"], BTreeMap::new(), b"key", &boot)
+            .showing_progress_in(path.clone());
+        let shown = || {
+            let p = Progress::live(&root).expect("a live run's progress");
+            p.work.into_iter().map(|w| (w.name, w.state, w.progress)).collect::<Vec<_>>()
+        };
+        let row = |n: &str, s: &str, p: &str| (n.to_owned(), s.to_owned(), p.to_owned());
+        assert!(!path.exists(), "shown before the work starts");
+        a.start();
+        a.progress("images", "2/8 in containerd; pulling etcd:3.5.15-0");
+        a.run("dns", None, async { Err(anyhow::anyhow!("NXDOMAIN for node1.maas")) }).await;
+        assert_eq!(
+            shown(),
+            [
+                row("dns", "failed: NXDOMAIN for node1.maas", ""),
+                row("discovery", "running", ""),
+                row("images", "running", "2/8 in containerd; pulling etcd:3.5.15-0"),
+            ]
+        );
+        // A failed slot's progress is not shown (its stage redoes the work).
+        a.progress("dns", "asking again");
+        assert!(a.take("discovery").is_none());
+        a.run("images", None, async { done("pulled") }).await;
+        assert_eq!(
+            shown(),
+            [
+                row("dns", "failed: NXDOMAIN for node1.maas", ""),
+                row("discovery", "stopped at its stage's turn", ""),
+                row("images", "done", ""),
+            ]
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o644);
+        drop(a);
+        assert!(!path.parent().unwrap().exists(), "the progress outlived the run");
+    }
+
+    /// A run killed with `kill -9` leaves its file; a process that is not
+    /// the writer (another pid, or the same pid started at another time)
+    /// does not make it live.
+    #[test]
+    fn a_file_a_killed_run_left_is_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::Root::new(dir.path()).unwrap();
+        let boot = crate::state::boot_id(&root).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let started = process_start(pid).expect("the child's start time");
+        let write =
+            |p: &Progress| root.write(PROGRESS_PATH, serde_json::to_string(p).unwrap().as_bytes(), 0o644).unwrap();
+        let p = Progress { pid, started, boot_id: boot.clone(), work: Vec::new() };
+        write(&p);
+        assert_eq!(Progress::live(&root), Some(p.clone()));
+        write(&Progress { started: started + 1, ..p.clone() });
+        assert_eq!(Progress::live(&root), None, "a reused pid taken for the run");
+        write(&Progress { boot_id: "another-boot".into(), ..p.clone() });
+        assert_eq!(Progress::live(&root), None, "a file from another boot");
+        write(&p);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(Progress::live(&root), None, "a dead run's file");
     }
 }

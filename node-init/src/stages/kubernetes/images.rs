@@ -104,9 +104,12 @@ pub async fn ensure(cx: &Context<'_>, k: &Kubernetes, v: Option<KubeVersion>) ->
     let started = Instant::now();
     let socket = socket.as_path();
     let gate = &tokio::sync::Semaphore::new(AT_ONCE);
+    let shown = &Shown::new(cx, images.len());
     let results: Vec<(String, Result<Got>)> = join_all(images.iter().cloned().map(|image| async move {
         let _turn = gate.acquire().await;
+        shown.asking(&image);
         let got = one(socket, &image).await;
+        shown.answered(&image, got.is_ok());
         (image, got)
     }))
     .await;
@@ -136,6 +139,49 @@ pub async fn ensure(cx: &Context<'_>, k: &Kubernetes, v: Option<KubeVersion>) ->
     images_detail.insert("seconds".into(), ((secs * 10.0).round() / 10.0).into());
     details.insert("images".into(), images_detail.into());
     Ok(Done::new(details))
+}
+
+/// How far the images are, shown to `status` while the work is ahead of
+/// its turn: "5/8 in containerd; pulling etcd:3.5.15-0, pause:3.10".
+struct Shown<'c, 'a> {
+    cx: &'c Context<'a>,
+    total: usize,
+    now: std::sync::Mutex<(usize, Vec<String>)>,
+}
+
+impl<'c, 'a> Shown<'c, 'a> {
+    fn new(cx: &'c Context<'a>, total: usize) -> Self {
+        Self { cx, total, now: Default::default() }
+    }
+
+    fn asking(&self, image: &str) {
+        self.update(|(_, asking)| asking.push(name_and_tag(image).to_owned()));
+    }
+
+    fn answered(&self, image: &str, present: bool) {
+        self.update(|(have, asking)| {
+            asking.retain(|i| i != name_and_tag(image));
+            *have += usize::from(present);
+        });
+    }
+
+    fn update(&self, f: impl FnOnce(&mut (usize, Vec<String>))) {
+        let Some(ahead) = self.cx.ahead() else { return };
+        let mut now = self.now.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut now);
+        let (have, asking) = &*now;
+        let mut line = format!("{have}/{} in containerd", self.total);
+        if !asking.is_empty() {
+            line += &format!("; pulling {}", asking.join(", "));
+        }
+        ahead.progress("images", line);
+    }
+}
+
+/// An image reference without its registry and repository path:
+/// `etcd:3.5.15-0`.
+fn name_and_tag(image: &str) -> &str {
+    image.rsplit('/').next().unwrap_or(image)
 }
 
 enum Got {
