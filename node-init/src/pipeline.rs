@@ -68,6 +68,10 @@ pub async fn run_reported(
 ) -> Result<End> {
     let selected = select(stages, opts)?;
     let _lock = if cx.dry_run { None } else { Some(lock(cx.root)?) };
+    if !cx.dry_run {
+        // What a run killed without a reboot showed; this run shows its own.
+        crate::stages::ahead::clear_progress(&cx.root.path(crate::stages::ahead::PROGRESS_DIR));
+    }
     let report = report.filter(|_| !cx.dry_run);
     let mut st = State::load(cx.root)?;
     let key = fingerprint_key(cx)?;

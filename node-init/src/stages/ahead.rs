@@ -33,8 +33,21 @@ use tokio::sync::watch;
 use super::{Details, Done, Fingerprint};
 
 /// Where a live run shows its work ahead to `status`: on /run, a tmpfs, so
-/// nothing of it outlives the boot.
+/// nothing of it outlives the boot. The directory is the run's: the run
+/// holding the lock clears what a killed run left there (a temp file cut
+/// off mid-write), and removes it as it ends.
+pub const PROGRESS_DIR: &str = "/run/node-init";
 pub const PROGRESS_PATH: &str = "/run/node-init/ahead.json";
+
+/// Removes the progress directory `dir` (a root's [`PROGRESS_DIR`]) and
+/// what is in it; best effort, as showing is.
+pub fn clear_progress(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::debug!(error = %e, path = %dir.display(), "could not clear the work ahead's progress");
+    }
+}
 
 /// What [`PROGRESS_PATH`] holds. No secret is in it: slot names, states,
 /// image names and the errors the journal has.
@@ -337,17 +350,10 @@ impl Ahead {
 }
 
 impl Drop for Ahead {
-    /// The run is ending: nothing is ahead any more. The directory goes
-    /// too when nothing else is in it.
+    /// The run is ending: nothing is ahead any more.
     fn drop(&mut self) {
-        let Some(path) = &self.shown else { return };
-        if let Err(e) = std::fs::remove_file(path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::debug!(error = %e, path = %path.display(), "could not remove the work ahead's progress");
-        }
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::remove_dir(dir);
+        if let Some(dir) = self.shown.as_deref().and_then(std::path::Path::parent) {
+            clear_progress(dir);
         }
     }
 }
