@@ -70,7 +70,7 @@ pub async fn run_reported(
     let _lock = if cx.dry_run { None } else { Some(lock(cx.root)?) };
     if !cx.dry_run {
         // What a run killed without a reboot showed; this run shows its own.
-        crate::stages::ahead::clear_progress(&cx.root.path(crate::stages::ahead::PROGRESS_DIR));
+        crate::stages::ahead::progress::clear(cx.root);
     }
     let report = report.filter(|_| !cx.dry_run);
     let mut st = State::load(cx.root)?;
@@ -128,8 +128,7 @@ fn plan_ahead<'s>(
         return (None, Vec::new());
     }
     let slots: Vec<&'static str> = later.iter().flat_map(|s| s.ahead_slots(cx.config).iter().copied()).collect();
-    let ahead = Ahead::new(&slots, st.ahead.clone(), key, &cx.node.boot_id)
-        .showing_progress_in(cx.root.path(crate::stages::ahead::PROGRESS_PATH));
+    let ahead = Ahead::new(&slots, st.ahead.clone(), key, &cx.node.boot_id).showing_progress_in(cx.root.clone());
     (Some(std::sync::Arc::new(ahead)), later)
 }
 
@@ -162,8 +161,8 @@ async fn in_order(
         let span = tracing::info_span!("stage", stage = stage.name());
         let end = run_one(*stage, cx, opts, key, st, report).instrument(span).await?;
         if let Some(a) = cx.ahead() {
-            // A stage that settled without taking its work (skipped, or
-            // settled before) has no use for it any more.
+            // A stage whose turn passed without taking its work (it was
+            // skipped) has no use for it any more.
             a.turn_over(stage.ahead_slots(cx.config));
         }
         if end == End::Failed {

@@ -182,7 +182,7 @@ fn components(p: &Path) -> Vec<PathBuf> {
 /// The temp file beside `path`. Its name is fixed, not random, so a run
 /// killed mid-write leaves at most one, and the next write of the same file
 /// reuses and removes it.
-fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.node-init-tmp"))
 }

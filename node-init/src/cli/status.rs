@@ -1,4 +1,5 @@
-//! `node-init status`: the state file, as a table or as JSON.
+//! `node-init status`: the state file, as a table or as JSON, and while a
+//! run lives, its work ahead of its turn ([`Progress`]).
 
 use std::path::PathBuf;
 
@@ -9,11 +10,12 @@ use serde_json::json;
 
 use crate::root::Root;
 use crate::stages;
-use crate::stages::ahead::Progress;
+use crate::stages::ahead::progress::Progress;
 use crate::state::{self, StageRecord, State};
 
 #[derive(Debug, clap::Args)]
-/// Show each stage: status, when, how long, attempts, last error.
+/// Show each stage: status, when, how long, attempts, last error; and a
+/// live run's work ahead of its turn.
 pub struct Args {
     /// Read the state of a mounted image or chroot.
     #[arg(long, value_name = "DIR")]
@@ -130,4 +132,44 @@ fn table(root: &Root, st: &State) -> String {
     let done = if root.exists(state::DONE_PATH) { "done" } else { "not done" };
     out.push_str(&format!("node-init: {done}\n"));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::ahead::progress::WorkProgress;
+
+    #[test]
+    fn the_work_ahead_is_one_aligned_line_each_with_its_progress() {
+        let at = "2026-11-22T04:05:25Z";
+        let w = |name: &str, state: &str, progress: &str| WorkProgress {
+            name: name.into(),
+            state: state.into(),
+            since: at.into(),
+            progress: progress.into(),
+        };
+        let p = Progress {
+            pid: 812,
+            started: 0,
+            boot_id: String::new(),
+            work: vec![
+                w("dns", "done", ""),
+                w(
+                    "discovery",
+                    "failed: GET https://10.0.0.10:6443/api/v1/namespaces/kube-public/configmaps/cluster-info: refused\nsecond line",
+                    "",
+                ),
+                w("images", "running", "5/8 in containerd; pulling etcd:3.5.15-0, kube-vip:v0.8.10"),
+                WorkProgress { name: "extra".into(), state: "waiting".into(), ..Default::default() },
+            ],
+        };
+        assert_eq!(
+            ahead(&p),
+            "ahead of its turn (run pid 812):\n\
+             \x20 dns        2026-11-22T04:05:25Z  done\n\
+             \x20 discovery  2026-11-22T04:05:25Z  failed: GET https://10.0.0.10:6443/api/v1/namespaces/kube-public/configmaps/cluster-info: refused\n\
+             \x20 images     2026-11-22T04:05:25Z  running: 5/8 in containerd; pulling etcd:3.5.15-0, kube-vip:v0.8.10\n\
+             \x20 extra      -  waiting\n"
+        );
+    }
 }

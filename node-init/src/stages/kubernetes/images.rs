@@ -160,7 +160,9 @@ impl<'c, 'a> Shown<'c, 'a> {
 
     fn answered(&self, image: &str, present: bool) {
         self.update(|(have, asking)| {
-            asking.retain(|i| i != name_and_tag(image));
+            if let Some(i) = asking.iter().position(|i| i == name_and_tag(image)) {
+                asking.remove(i);
+            }
             *have += usize::from(present);
         });
     }
