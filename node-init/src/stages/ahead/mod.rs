@@ -189,9 +189,7 @@ impl Ahead {
     pub fn kept(&self, name: &str, key: &str) -> Option<Done> {
         let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let k = kept.get(name).filter(|k| k.key == key)?;
-        let mut details = k.details.clone();
-        details.insert(format!("{name}_done_ahead"), k.boot_id.clone().into());
-        Some(Done { summary: k.summary.clone(), details })
+        Some(marked(&Done { summary: k.summary.clone(), details: k.details.clone() }, name, &k.boot_id))
     }
 
     /// At the stage's turn: the success if there is one now; work still

@@ -75,8 +75,7 @@ pub fn select(listed: Vec<String>, k: &Kubernetes) -> Vec<String> {
 /// `pause` of `registry.k8s.io/pause:3.10`, `coredns` of
 /// `registry.k8s.io/coredns/coredns:v1.11.3`.
 fn name_of(image: &str) -> &str {
-    let path = image.split('@').next().unwrap_or(image);
-    let last = path.rsplit('/').next().unwrap_or(path);
+    let last = name_and_tag(image.split('@').next().unwrap_or(image));
     last.split(':').next().unwrap_or(last)
 }
 
